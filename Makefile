@@ -1,0 +1,44 @@
+# Two commands matter: `make demo` and `make test`. Both build everything they need.
+PYTHON ?= python3
+VENV   := .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.installed-dev
+LINTED := taskorbit tests benchmarks examples
+
+.PHONY: demo test lint typecheck unit sanitize bench services clean
+
+$(STAMP): pyproject.toml setup.py csrc/ringbuf.c csrc/ringbuf.h csrc/ringbuf.cdef taskorbit/_ringbuf_build.py
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip setuptools wheel
+	$(PY) -m pip install -q -e '.[dev]'
+	touch $@
+
+demo: $(STAMP)
+	$(PY) examples/quickstart.py
+
+services:
+	./scripts/ensure-services
+
+lint: $(STAMP)
+	$(PY) -m ruff check $(LINTED)
+	$(PY) -m ruff format --check $(LINTED)
+
+typecheck: $(STAMP)
+	$(PY) -m mypy
+
+test: $(STAMP) services lint typecheck
+	$(PY) -m pytest
+
+unit: $(STAMP)
+	$(PY) -m pytest tests/unit tests/property
+
+sanitize: $(STAMP)
+	$(PY) -m pytest -m sanitize
+
+bench: $(STAMP)
+	$(PY) -m pip install -q -e '.[bench]'
+	$(PY) -m pytest benchmarks --benchmark-only -q
+	$(PY) benchmarks/run_e2e.py --suite all
+
+clean:
+	rm -rf $(VENV) build *.egg-info taskorbit/_ringbuf*.so taskorbit/_ringbuf.c

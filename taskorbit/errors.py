@@ -1,0 +1,47 @@
+"""One exception hierarchy for everything taskorbit raises.
+
+Client-library exceptions (redis, botocore, grpc) are translated once, inside the
+transport that called the library; nothing above ``transports/`` imports them.
+"""
+
+from __future__ import annotations
+
+
+class TaskorbitError(Exception):
+    """Base class of every error taskorbit raises on purpose."""
+
+
+class ConfigurationError(TaskorbitError, ValueError):
+    """A bad argument or setting; the message says what to do instead."""
+
+
+class RingClosed(TaskorbitError):
+    """The ring buffer was closed; nothing more can be put into it."""
+
+
+class TimerWheelStopped(TaskorbitError):
+    """The timer wheel was stopped; it accepts no more timers."""
+
+
+class DecodeError(TaskorbitError):
+    """A payload could not be decoded into the handler's type. Never retried."""
+
+
+class EncodeError(TaskorbitError, TypeError):
+    """An object could not be encoded by the codec (an unsupported type, most often)."""
+
+
+class UnknownTopicError(TaskorbitError):
+    """No handler is registered for a message's topic."""
+
+
+class TransportError(TaskorbitError):
+    """The broker or its client library failed; the call may succeed if repeated."""
+
+
+class TransportConnectionError(TransportError):
+    """The broker could not be reached."""
+
+
+class PayloadTooLargeError(TransportError, ValueError):
+    """A message is larger than the broker accepts."""

@@ -1,0 +1,160 @@
+"""Idempotency stores: run each idempotency key once, even when a message is
+delivered twice.
+
+Before a batch of messages runs, the dispatcher claims their keys in one atomic
+call (:meth:`IdempotencyStore.claim_many`). Each key is in one of three states:
+
+- absent: the claim marks it in progress and answers :attr:`ClaimState.NEW`; the
+  message runs. The mark expires after ``ttl_s``, so the claim of a worker that
+  crashed mid-handler frees itself and a redelivery can run.
+- in progress (:attr:`ClaimState.IN_PROGRESS`): another delivery is running it
+  right now. The duplicate is put back with a delay, never acked: if the first run
+  fails, the duplicate is what still carries the work.
+- done (:attr:`ClaimState.DONE`): it already succeeded; the duplicate is acked.
+
+After the handler succeeds, :meth:`~IdempotencyStore.complete` marks the key done
+(remembered for ``ttl_s``); after it fails, :meth:`~IdempotencyStore.release` drops
+the claim so that a retry can claim it again.
+"""
+
+from __future__ import annotations
+
+import enum
+import heapq
+import math
+import threading
+import time
+from collections import OrderedDict
+from collections.abc import Callable, Sequence
+from typing import NamedTuple, Protocol, runtime_checkable
+
+from taskorbit.errors import ConfigurationError
+
+
+class ClaimState(enum.Enum):
+    """What a claim found for one key."""
+
+    NEW = "new"  # nobody had it: it is now in progress for the caller
+    IN_PROGRESS = "in_progress"  # someone else is running it
+    DONE = "done"  # it already completed
+
+
+@runtime_checkable
+class IdempotencyStore(Protocol):
+    """Where idempotency keys live. Implementations must be thread-safe."""
+
+    def claim_many(self, keys: Sequence[str], ttl_s: float) -> list[ClaimState]:
+        """Claim ``keys`` in one atomic round trip; one state per key, in order.
+
+        An absent key becomes in progress for ``ttl_s`` seconds and answers NEW.
+        A key repeated within one call answers NEW first, IN_PROGRESS after.
+        """
+        ...
+
+    def complete(self, key: str, ttl_s: float) -> None:
+        """Mark ``key`` done and remember it for ``ttl_s`` seconds."""
+        ...
+
+    def release(self, key: str) -> None:
+        """Drop an in-progress claim (the handler failed). Never removes a done mark."""
+        ...
+
+
+class _Entry(NamedTuple):
+    state: ClaimState
+    expires_at: float
+    version: int  # matches the entry's latest record in the expiry heap
+
+
+class MemoryStore:
+    """A process-local :class:`IdempotencyStore`, bounded to ``max_keys`` keys.
+
+    Entries expire after their TTL. When a write would go over ``max_keys``, the
+    store first forgets expired entries, then the oldest ones (least recently
+    claimed or completed), whatever their state. Forgetting a live key weakens the
+    guarantee for that key only: an evicted DONE key runs again if a duplicate
+    arrives, an evicted IN_PROGRESS key lets a duplicate run alongside the first.
+    Size ``max_keys`` above the number of keys you see within one TTL.
+
+    Being in memory, it deduplicates within one process only; use the Redis store
+    to deduplicate across workers.
+    """
+
+    def __init__(
+        self, *, max_keys: int = 100_000, clock: Callable[[], float] = time.monotonic
+    ) -> None:
+        if isinstance(max_keys, bool) or not isinstance(max_keys, int) or max_keys < 1:
+            raise ConfigurationError(f"max_keys must be a whole number >= 1, got {max_keys!r}")
+        self._max_keys = max_keys
+        self._clock = clock
+        self._lock = threading.Lock()
+        # Guarded by self._lock. Insertion order is write order, oldest first.
+        self._entries: OrderedDict[str, _Entry] = OrderedDict()
+        # Heap of (expires_at, version, key); a record whose version no longer
+        # matches its key's entry is stale and skipped.
+        self._expiry: list[tuple[float, int, str]] = []
+        self._version = 0
+
+    def claim_many(self, keys: Sequence[str], ttl_s: float) -> list[ClaimState]:
+        _check_ttl(ttl_s)
+        with self._lock:
+            now = self._clock()
+            self._forget_expired(now)
+            states = []
+            for key in keys:
+                entry = self._entries.get(key)
+                if entry is None:
+                    self._write(key, ClaimState.IN_PROGRESS, now + ttl_s)
+                    states.append(ClaimState.NEW)
+                else:
+                    states.append(entry.state)
+            self._evict_oldest()
+            return states
+
+    def complete(self, key: str, ttl_s: float) -> None:
+        _check_ttl(ttl_s)
+        with self._lock:
+            now = self._clock()
+            self._forget_expired(now)
+            self._write(key, ClaimState.DONE, now + ttl_s)
+            self._evict_oldest()
+
+    def release(self, key: str) -> None:
+        with self._lock:
+            entry = self._entries.get(key)
+            if entry is not None and entry.state is ClaimState.IN_PROGRESS:
+                del self._entries[key]  # its expiry record turns stale
+
+    def __len__(self) -> int:
+        """Live keys (in progress or done, not expired)."""
+        with self._lock:
+            self._forget_expired(self._clock())
+            return len(self._entries)
+
+    # -- internals, called with self._lock held --------------------------------
+
+    def _write(self, key: str, state: ClaimState, expires_at: float) -> None:
+        self._version += 1
+        self._entries[key] = _Entry(state, expires_at, self._version)
+        self._entries.move_to_end(key)
+        heapq.heappush(self._expiry, (expires_at, self._version, key))
+        # Every rewrite leaves a stale record behind; rebuild before they pile up.
+        if len(self._expiry) > 2 * len(self._entries) + 1024:
+            self._expiry = [(e.expires_at, e.version, k) for k, e in self._entries.items()]
+            heapq.heapify(self._expiry)
+
+    def _forget_expired(self, now: float) -> None:
+        while self._expiry and self._expiry[0][0] <= now:
+            _, version, key = heapq.heappop(self._expiry)
+            entry = self._entries.get(key)
+            if entry is not None and entry.version == version:
+                del self._entries[key]
+
+    def _evict_oldest(self) -> None:
+        while len(self._entries) > self._max_keys:
+            self._entries.popitem(last=False)
+
+
+def _check_ttl(ttl_s: float) -> None:
+    if not (isinstance(ttl_s, (int, float)) and math.isfinite(ttl_s) and ttl_s > 0):
+        raise ConfigurationError(f"ttl_s must be a number of seconds > 0, got {ttl_s!r}")

@@ -1,0 +1,97 @@
+"""A registered handler: its topic, decoder, retry policy and producer side."""
+
+from __future__ import annotations
+
+import datetime as dt
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
+
+from taskorbit.codec import Codec, handler_wants_context, make_decoder, payload_type
+from taskorbit.errors import ConfigurationError
+from taskorbit.retry import RetryPolicy
+
+if TYPE_CHECKING:
+    from taskorbit.app import Orbit
+
+P = TypeVar("P")
+
+
+@dataclass(eq=False)
+class Task(Generic[P]):
+    """A handler bound to a topic. Calling it runs the function directly; ``delay``
+    publishes a message that a worker will run."""
+
+    app: Orbit
+    topic: str
+    fn: Callable[..., Any]
+    codec: Codec
+    retry_policy: RetryPolicy
+    idempotency_key: Callable[[P], str] | None = None
+    payload_type: Any = field(init=False)
+    decode: Callable[[bytes], Any] = field(init=False, repr=False)
+    wants_context: bool = field(init=False)
+
+    def __post_init__(self) -> None:
+        if not self.topic or not isinstance(self.topic, str):
+            raise ConfigurationError(
+                f"a task's topic must be a non-empty string, got {self.topic!r}"
+            )
+        self.payload_type = payload_type(self.fn)
+        self.decode = make_decoder(self.payload_type, self.codec)
+        self.wants_context = handler_wants_context(self.fn)
+        self.__name__ = getattr(self.fn, "__name__", self.topic)
+        self.__doc__ = getattr(self.fn, "__doc__", None)
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        return self.fn(*args, **kwargs)
+
+    def delay(
+        self,
+        payload: P,
+        *,
+        idempotency_key: str | None = None,
+        countdown: float | None = None,
+        eta: dt.datetime | float | None = None,
+        attributes: Mapping[str, str] | None = None,
+        ordering_key: str | None = None,
+    ) -> str:
+        """Publish ``payload`` for a worker to run; return the broker's message id.
+
+        ``countdown`` (seconds from now) or ``eta`` (an aware datetime or an epoch
+        timestamp) delay the first run. The idempotency key, when given or computed
+        by the task's ``idempotency_key`` function, travels as a message attribute.
+        """
+        if idempotency_key is None and self.idempotency_key is not None:
+            idempotency_key = self.idempotency_key(payload)
+        return self.app.publish(
+            self.topic,
+            payload,
+            idempotency_key=idempotency_key,
+            countdown=countdown,
+            eta=eta,
+            attributes=attributes,
+            ordering_key=ordering_key,
+            codec=self.codec,
+        )
+
+
+def not_before(countdown: float | None, eta: dt.datetime | float | None) -> float | None:
+    """Turn ``countdown``/``eta`` into an epoch timestamp, validating both."""
+    if countdown is not None and eta is not None:
+        raise ConfigurationError("pass either countdown= or eta=, not both")
+    if countdown is not None:
+        if countdown < 0:
+            raise ConfigurationError(f"countdown must be >= 0 seconds, got {countdown!r}")
+        return time.time() + float(countdown) if countdown > 0 else None
+    if eta is None:
+        return None
+    if isinstance(eta, dt.datetime):
+        if eta.tzinfo is None:
+            raise ConfigurationError(
+                "eta must be timezone-aware (e.g. datetime.now(timezone.utc) + ...), "
+                "or pass countdown= in seconds"
+            )
+        return eta.timestamp()
+    return float(eta)
