@@ -18,6 +18,7 @@
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdbool.h>
+#include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
@@ -183,7 +184,9 @@ int ring_new_at(uint64_t capacity, uint64_t start_pos, ring_t **out)
     if (out == NULL || capacity == 0 || capacity > RING_MAX_CAPACITY)
         return -EINVAL;
     slots = round_up_pow2(capacity);
-    r = calloc(1, sizeof *r + slots * sizeof r->slots[0]);
+    if (slots > (SIZE_MAX - sizeof *r) / sizeof r->slots[0])
+        return -ENOMEM; /* only reachable where size_t is 32 bits */
+    r = calloc(1, sizeof *r + (size_t)slots * sizeof r->slots[0]);
     if (r == NULL)
         return -ENOMEM;
     rc = init_sync(r);

@@ -28,7 +28,8 @@
  *   -ENOMEM     ring_new could not allocate.
  *   -EPIPE      the ring is closed: no push is accepted, and a pop finds it
  *               closed AND empty (a pop after close first drains what is left).
- *   0           from a call that waits: the timeout expired with nothing done.
+ *   0           from a call that waits: the timeout expired with nothing done
+ *               (ring_pop_one, whose result is a token, says -ETIMEDOUT).
  *   Other pthread errors are returned negated as they are (none is expected).
  *
  * Timeouts are in nanoseconds on CLOCK_MONOTONIC: -1 (any negative value)
@@ -41,6 +42,9 @@
  * counters. Two condition variables wait on it: not_empty (pop_n) and not_full
  * (push_n with BLOCK, wait_not_full). ring_len and ring_is_closed read atomic
  * copies without taking the lock; they are snapshots, stale as soon as read.
+ * Those copies are written under the lock and publish nothing else (no slot is
+ * read without the lock), so all atomic accesses are relaxed: there are no
+ * acquire/release pairs, by design. See the top of ringbuf.c.
  */
 #ifndef TASKORBIT_RINGBUF_H
 #define TASKORBIT_RINGBUF_H

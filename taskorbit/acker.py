@@ -77,13 +77,18 @@ class Acker:
                 time.sleep(self._interval)
             self._wake.clear()
             self._armed = False
-            self._flush_pending()
+            # One batch per wake-up: what arrives during this flush waits for the
+            # next interval and goes out as one call, not as a trickle of small ones.
+            self._flush_batch()
+
+    def _flush_batch(self) -> None:
+        pending = self._pending
+        if pending:
+            self._flush([pending.popleft() for _ in range(len(pending))])
 
     def _flush_pending(self) -> None:
-        pending = self._pending
-        while pending:
-            batch = [pending.popleft() for _ in range(len(pending))]
-            self._flush(batch)
+        while self._pending:
+            self._flush_batch()
 
     def _flush(self, batch: list[Message]) -> None:
         try:

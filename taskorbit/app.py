@@ -225,7 +225,12 @@ class Orbit:
             if not topic or not isinstance(topic, str):
                 raise ConfigurationError(f"topic must be a non-empty string, got {topic!r}")
             encode = codec.encode
-            return self.transport.publish([Message(topic, encode(p)) for p in payloads])
+            bulk = [Message(topic, encode(p)) for p in payloads]
+            if self.hooks.wants("on_publish"):  # asked once per call, not per message
+                fire = self.hooks.fire
+                for m in bulk:
+                    fire("on_publish", m)
+            return self.transport.publish(bulk)
         messages = [
             self.message(
                 topic,
@@ -263,13 +268,16 @@ class Orbit:
             raise ConfigurationError(f"attribute {TOPIC_ATTR!r} is reserved; pass topic= instead")
         if idempotency_key is not None:
             attrs[self.idempotency_attr] = idempotency_key
-        return Message(
+        message = Message(
             topic=topic,
             body=codec.encode(payload),
             attributes=attrs,
             ordering_key=ordering_key,
             not_before=not_before(countdown, eta),
         )
+        if self.hooks.wants("on_publish"):
+            self.hooks.fire("on_publish", message)
+        return message
 
     # -- running -----------------------------------------------------------------
 

@@ -24,6 +24,7 @@ message is the reason the dead-letter queue shows, e.g. ``malformed JSON: ...`` 
 
 from __future__ import annotations
 
+import functools
 import inspect
 import typing
 from collections.abc import Callable
@@ -73,6 +74,11 @@ class _MsgspecCodec:
         return body
 
     def decoder(self, tp: Any) -> Decoder:
+        if _is_custom_class(tp):
+            raise ConfigurationError(
+                f"cannot decode payloads into {type_name(tp)}: use a msgspec.Struct, a "
+                "dataclass, a TypedDict, dict, list, str or bytes"
+            )
         try:
             decode = self._module.Decoder(tp).decode
         except TypeError as e:
@@ -154,17 +160,12 @@ def get_codec(name_or_codec: str | Codec) -> Codec:
 def make_decoder(tp: Any, codec: Codec) -> Decoder:
     """Build the decoder for payload type ``tp`` once, at handler registration.
 
-    ``bytes`` handlers get the body itself, whatever the codec. A type msgspec
-    cannot decode (a plain class without a msgspec/dataclass shape) is a
-    :class:`ConfigurationError` now rather than a dead letter per message later.
+    ``bytes`` handlers get the body itself, whatever the codec. A type the codec
+    cannot decode (for msgspec, a plain class without a Struct/dataclass shape) is
+    a :class:`ConfigurationError` now rather than a dead letter per message later.
     """
     if _strip_annotated(tp) is bytes:
         return bytes
-    if codec is not RAW and tp is not Any and _is_custom_class(tp):
-        raise ConfigurationError(
-            f"cannot decode payloads into {type_name(tp)}: use a msgspec.Struct, a "
-            "dataclass, a TypedDict, dict, list, str or bytes"
-        )
     return codec.decoder(tp)
 
 
@@ -252,7 +253,7 @@ def _positional_parameters(fn: Callable[..., Any]) -> list[inspect.Parameter]:
 
 def _hint_target(fn: Callable[..., Any]) -> Any:
     """The object whose annotations describe ``fn``'s parameters."""
-    while hasattr(fn, "func") and callable(fn.func):  # functools.partial
+    while isinstance(fn, functools.partial):
         fn = fn.func
     if inspect.isfunction(fn) or inspect.ismethod(fn) or isinstance(fn, type):
         return fn

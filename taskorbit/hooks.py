@@ -17,6 +17,10 @@ to the app. Events for one message, in the order they fire (:data:`HOOK_EVENTS`)
 7. ``on_retry``: the message will run again after ``delay_s`` seconds.
 8. ``on_dead_letter``: the message went to the dead-letter queue with ``reason``.
 
+On the producer side, ``on_publish`` fires once for each message the app builds
+for sending, before it reaches the transport; a hook may add attributes (trace
+context, for instance) to ``message.attributes``.
+
 Hooks run on the worker's threads, inside the hot path: keep them quick and
 thread-safe. A hook that raises is logged (logger ``taskorbit.hooks``) and
 ignored; it never fails the message or the worker.
@@ -41,6 +45,7 @@ HOOK_EVENTS: tuple[str, ...] = (
     "on_error",
     "on_retry",
     "on_dead_letter",
+    "on_publish",
 )
 
 
@@ -70,6 +75,9 @@ class Hooks:
 
     def on_drop(self, message: Message, reason: str) -> None:
         """The buffer overflowed and dropped ``message`` locally."""
+
+    def on_publish(self, message: Message) -> None:
+        """The app built ``message`` for sending; attributes may still be added."""
 
 
 class HookSet:
@@ -134,7 +142,7 @@ def _describe(handler: Callable[..., Any]) -> str:
 class LoggingHooks(Hooks):
     """Logs every event with ``topic``, ``message_id`` and ``attempt`` in ``extra``.
 
-    Levels: receive, dispatch, complete and duplicate at DEBUG; retry at INFO;
+    Levels: publish, receive, dispatch, complete and duplicate at DEBUG; retry at INFO;
     drop and dead letter at WARNING; errors at ERROR with the traceback.
     """
 
@@ -192,6 +200,9 @@ class LoggingHooks(Hooks):
 
     def on_duplicate(self, message: Message) -> None:
         self._log(logging.DEBUG, message, "duplicate %s %s", message.topic, message.id)
+
+    def on_publish(self, message: Message) -> None:
+        self._log(logging.DEBUG, message, "publishing %s %s", message.topic, message.id)
 
     def on_dead_letter(self, message: Message, reason: str) -> None:
         self._log(

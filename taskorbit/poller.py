@@ -42,6 +42,7 @@ class PollerThread(threading.Thread):
         self._release = release  # back to the broker at once (shutdown)
         self._drop = drop  # the overflow policy refused it
         self.stopping = threading.Event()
+        self._batch_floor = max(1, min(transport.max_batch, ring.capacity // 4))
 
     def run(self) -> None:
         failures = 0
@@ -62,10 +63,16 @@ class PollerThread(threading.Thread):
 
     def _poll_once(self) -> None:
         free = self._ring.free
-        if free == 0 and not self._transport.push:
-            # A pull broker keeps what we do not take: wait for room instead.
-            self._ring.wait_not_full(0.25)
-            return
+        if not self._transport.push:
+            if free == 0:
+                # A pull broker keeps what we do not take: wait for room instead.
+                self._ring.wait_not_full(0.25)
+                return
+            if free < self._batch_floor and len(self._ring) >= self._batch_floor:
+                # The workers have plenty queued: wait for room for a real batch
+                # rather than paying a broker round trip for a few messages.
+                self.stopping.wait(0.01)
+                return
         want = max(1, min(free, self._transport.max_batch))
         messages = self._transport.receive(want, timeout=self._poll_timeout)
         if not messages:

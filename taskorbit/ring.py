@@ -67,8 +67,9 @@ _MAX_BATCH = _SINGLE - 1  # put_many sends larger batches in several calls
 # Timeouts of more than about 146 years (2^62 ns) mean "forever"; float("inf") too.
 _FOREVER_S = 2.0**62 / 1e9
 
-# drain() takes at most this many items per C call, so its buffer stays small
-# however large the ring is.
+# get_many takes at most this many items per call, so the output buffer it keeps
+# per thread stays at most 1 MiB however large the ring is; drain() uses less.
+_MAX_TAKE = 65536
 _DRAIN_CHUNK = 4096
 
 # Bound once: each attribute lookup on `lib` costs time on the hot path.
@@ -306,15 +307,15 @@ class Ring(Generic[T]):
         raise _error(token)
 
     def get_many(self, max_items: int, timeout: float | None = None) -> list[T]:
-        """Take up to ``max_items``, oldest first, waiting up to ``timeout`` for the first.
+        """Take up to ``max_items`` (65536 at most), oldest first; wait ``timeout`` for the first.
 
         Returns ``[]`` on timeout, or when the ring is closed and empty; a closed
         ring still hands out what it holds.
         """
         if max_items < 1:
             raise ConfigurationError(f"max_items must be >= 1, not {max_items!r}")
-        if max_items > self.capacity:
-            max_items = self.capacity  # C never returns more than it holds
+        # C never returns more than it holds, and the buffer is kept per thread.
+        max_items = min(max_items, self.capacity, _MAX_TAKE)
         buf = getattr(self._buffers, "runs", None)
         if buf is None or len(buf) < 2 * max_items:
             buf = self._buffers.runs = ffi.new("uint64_t[]", max(2 * max_items, 128))

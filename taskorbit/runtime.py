@@ -144,10 +144,12 @@ class Runtime:
     def stop(self, timeout: float) -> bool:
         """Drain and stop; return True when every started handler finished in time.
 
-        1. Stop receiving: pollers hand back what they hold and exit.
-        2. Stop starting: the dispatcher halts; admitted-but-unstarted messages,
-           the ring and the timer wheel go back to the broker at once (delayed ones
-           with the delay they still owe), so another worker can take them.
+        1. Stop receiving and stop starting: pollers are told to stop (each hands
+           back what it holds after its current long poll) and the dispatcher
+           halts at once.
+        2. Admitted-but-unstarted messages, the ring and the timer wheel go back to
+           the broker at once (delayed ones with the delay they still owe), so
+           another worker can take them now.
         3. Let running handlers finish until the deadline; the lease keeper keeps
            their leases alive meanwhile.
         4. Flush acks, then stop the lease keeper: a message is either acked or
@@ -158,9 +160,11 @@ class Runtime:
         self._stopping.set()
         for poller in self.pollers:
             poller.stopping.set()
+        # Halt the dispatcher before waiting for the pollers' last long poll, so
+        # nothing more starts meanwhile and all of it goes back at once.
+        unstarted = self.dispatcher.halt()
         for poller in self.pollers:
             poller.join(max(0.0, deadline - time.monotonic()))
-        unstarted = self.dispatcher.halt()
         self.ring.close()
         unstarted.extend(self.ring.drain())
         self._release(unstarted)

@@ -174,7 +174,7 @@ class TimerWheel(Generic[T]):
                 self._tick = target
             self._cascade_until(target)
             self._tick = max(self._tick, target)
-            while self._far and self._fits_levels(self._far[0][2] + 10**9):
+            while self._far and self._fits_levels(self._far[0][2]):
                 self._place(heapq.heappop(self._far))
             for entry in incoming:
                 self._place(entry)

@@ -8,16 +8,19 @@ would install it; locally the test is skipped with that command in the reason.
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import os
 import signal
 import socket
 import subprocess
+import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
+PR_SET_PDEATHSIG = 1
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 
 
@@ -49,6 +52,17 @@ def wait_until(ready: Callable[[], bool], timeout: float, what: str, log: Path |
     raise RuntimeError(f"{what} did not become ready within {timeout} s\n{tail}")
 
 
+def _die_with_parent() -> None:
+    # A test run killed by a timeout must not leave its servers behind: the kernel
+    # sends SIGTERM to the server when the thread that started it dies (servers are
+    # started from fixtures on the main thread).
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+    except (OSError, AttributeError):
+        pass
+
+
 def start_process(
     argv: list[str], log: Path, env: dict[str, str] | None = None
 ) -> subprocess.Popen[bytes]:
@@ -61,6 +75,7 @@ def start_process(
             stdin=subprocess.DEVNULL,
             env={**os.environ, **(env or {})},
             start_new_session=True,
+            preexec_fn=_die_with_parent if sys.platform.startswith("linux") else None,
         )
 
 

@@ -1,0 +1,31 @@
+"""``python manage.py taskorbit_worker``: the ``taskorbit worker`` command for Django."""
+
+from __future__ import annotations
+
+import os
+import sys
+from argparse import ArgumentParser
+from typing import Any
+
+from django.core.management.base import BaseCommand
+
+from taskorbit._cli_config import resolve
+from taskorbit._cli_worker import configure_logging, run_worker
+from taskorbit.cli import add_worker_options
+from taskorbit.contrib.django import app
+
+APP_SPEC = "taskorbit.contrib.django.worker:app"
+
+
+class Command(BaseCommand):  # type: ignore[misc]
+    help = "Run the taskorbit worker for this project's tasks (see `taskorbit worker --help`)."
+
+    def add_arguments(self, parser: ArgumentParser) -> None:
+        add_worker_options(parser)
+
+    def handle(self, *args: Any, **options: Any) -> None:
+        settings = resolve(options, os.environ)
+        configure_logging(settings.get("log_level", "INFO"))
+        code = run_worker(APP_SPEC, app, settings)
+        if code:
+            sys.exit(code)

@@ -1,0 +1,56 @@
+"""The Pub/Sub dead-letter topic, read through its own subscription, on the emulator."""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Iterator
+
+import pytest
+
+from taskorbit.dlq import Selection, for_transport
+from taskorbit.dlq.pubsub import PubSubDeadLetterQueue
+from taskorbit.message import Message
+from taskorbit.transports.pubsub import PubSubTransport
+from tests.servers.pubsub import PROJECT, PubSubServer
+
+
+@pytest.fixture
+def transport(pubsub_emulator: PubSubServer) -> Iterator[PubSubTransport]:
+    name = f"jobs-{uuid.uuid4().hex[:8]}"
+    transport = PubSubTransport(
+        f"projects/{PROJECT}/subscriptions/{name}",
+        f"projects/{PROJECT}/topics/{name}",
+        dlq_topic=f"{name}-dead",
+        create=True,
+        ack_deadline_s=10,
+    )
+    yield transport
+    transport.close()
+
+
+def receive(transport: PubSubTransport, count: int) -> list[Message]:
+    got: list[Message] = []
+    deadline = time.monotonic() + 20
+    while len(got) < count and time.monotonic() < deadline:
+        got += transport.receive(count - len(got), 2.0)
+    return got
+
+
+def test_dead_letters_are_listed_and_redriven_to_the_main_topic(transport: PubSubTransport) -> None:
+    dlq = for_transport(transport)
+    assert isinstance(dlq, PubSubDeadLetterQueue)
+    dlq.ensure_subscription()  # before anything is dead-lettered, or Pub/Sub keeps nothing
+    transport.publish([Message("job", b"1", attributes={"k": "v"}), Message("job", b"2")])
+    for m in receive(transport, 2):
+        transport.dead_letter(m, f"bad {m.body.decode()}")
+
+    listed = dlq.list()
+    assert sorted(x.reason for x in listed) == ["bad 1", "bad 2"]
+    assert {x.topic for x in listed} == {"job"}
+
+    moved = dlq.redrive(Selection.of(reason="bad 1"))
+    assert [x.message.body for x in moved] == [b"1"]
+    [back] = receive(transport, 1)
+    assert (back.topic, back.body, back.attempt, back.attributes) == ("job", b"1", 1, {"k": "v"})
+    assert [x.reason for x in dlq.list()] == ["bad 2"]

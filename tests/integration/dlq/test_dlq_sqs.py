@@ -1,0 +1,62 @@
+"""The SQS dead-letter queue against moto_server: list, redrive into the main queue."""
+
+from __future__ import annotations
+
+import pytest
+
+from taskorbit.dlq import Selection, for_transport
+from taskorbit.message import Message
+from taskorbit.transports.sqs import SQSTransport
+from tests.servers.sqs import REGION, SQSFixture
+
+
+@pytest.fixture
+def transport(sqs: SQSFixture, monkeypatch: pytest.MonkeyPatch) -> SQSTransport:
+    # The DLQ reader builds its own client from the queue URL and the environment.
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
+    monkeypatch.setenv("AWS_DEFAULT_REGION", REGION)
+    main = sqs.create_queue("orders")
+    dlq = sqs.create_queue("orders-dlq")
+    return SQSTransport(main, dlq_url=dlq, client=sqs.server.client(), visibility_timeout=5)
+
+
+def dead_letter(transport: SQSTransport, *bodies: bytes, topic: str = "charge") -> None:
+    transport.publish([Message(topic, b, attributes={"customer": "c1"}) for b in bodies])
+    received: list[Message] = []
+    while len(received) < len(bodies):
+        received += transport.receive(10, 1.0)
+    for m in received:
+        transport.dead_letter(m, f"rejected {m.body.decode()}")
+
+
+def test_list_shows_reason_and_attempts_and_leaves_messages_in_the_dlq(
+    transport: SQSTransport,
+) -> None:
+    dead_letter(transport, b"1", b"2")
+    dlq = for_transport(transport)
+    listed = dlq.list()
+    assert sorted(x.reason for x in listed) == ["rejected 1", "rejected 2"]
+    assert {x.attempts for x in listed} == {1}
+    assert len(dlq.list()) == 2  # listing released them again
+
+
+def test_redrive_copies_to_the_main_queue_then_deletes_from_the_dlq(
+    transport: SQSTransport,
+) -> None:
+    dead_letter(transport, b"1", b"2", b"3")
+    dlq = for_transport(transport)
+    moved = dlq.redrive(Selection.of(reason="rejected 2"))
+    assert [x.message.body for x in moved] == [b"2"]
+    assert sorted(x.reason for x in dlq.list()) == ["rejected 1", "rejected 3"]
+    [back] = transport.receive(10, 1.0)
+    assert (back.topic, back.body, back.attempt) == ("charge", b"2", 1)
+    assert back.attributes == {"customer": "c1"}
+
+
+def test_a_dry_run_redrive_moves_nothing(transport: SQSTransport) -> None:
+    dead_letter(transport, b"1")
+    dlq = for_transport(transport)
+    assert len(dlq.redrive(Selection(), dry_run=True)) == 1
+    assert transport.receive(10, 0.0) == []
+    assert len(dlq.list()) == 1

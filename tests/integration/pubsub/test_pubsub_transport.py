@@ -1,0 +1,239 @@
+"""What PubSubTransport does beyond the shared contract, against the emulator."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import pytest
+
+from taskorbit.errors import ConfigurationError, PayloadTooLargeError, TransportError
+from taskorbit.message import Message
+from taskorbit.transports._pubsub_wire import Receipt
+from taskorbit.transports.pubsub import PubSubTransport
+from tests.contract import new_message, receive_until
+from tests.integration.pubsub.conftest import MIN_DELIVERY_ATTEMPTS, PubSubAdmin, drain
+
+pytestmark = pytest.mark.integration
+
+
+class CountingSubscriber:
+    """The real SubscriberClient, counting the RPCs the transport makes."""
+
+    def __init__(self, real: Any) -> None:
+        self.real = real
+        self.calls: dict[str, list[int]] = {}  # method -> sizes (ack ids per call)
+
+    def __getattr__(self, name: str) -> Any:
+        method = getattr(self.real, name)
+
+        def counted(*args: Any, **kwargs: Any) -> Any:
+            self.calls.setdefault(name, []).append(len(kwargs.get("ack_ids", ())))
+            return method(*args, **kwargs)
+
+        return counted
+
+
+def test_ack_of_many_messages_is_one_acknowledge_call(pubsub: PubSubAdmin) -> None:
+    res = pubsub.resources()
+    counting = CountingSubscriber(pubsub.subscriber)
+    transport = pubsub.transport(res, subscriber=counting)
+    transport.publish([new_message() for _ in range(250)])
+    got = receive_until(transport, 250, timeout=15.0, batch=1000)
+    assert len(got) == 250
+    assert transport.ack(got) == []
+    assert counting.calls["acknowledge"] == [250]
+    assert receive_until(transport, 1, timeout=2.0) == []
+
+
+def test_a_bad_ack_id_is_reported_and_the_rest_of_the_batch_is_still_acked(
+    pubsub: PubSubAdmin,
+    needs_emulator: None,  # pstest accepts any ack id
+) -> None:
+    res = pubsub.resources()
+    transport = pubsub.transport(res)
+    transport.publish([new_message() for _ in range(3)])
+    got = receive_until(transport, 3)
+    forged = Message("forged", b"", id="forged", receipt=Receipt("not-an-ack-id", False, 0))
+    failures = transport.ack([*got, forged])
+    assert [(f.message, f.retryable) for f in failures] == [(forged, False)]
+    # Had the three not been acked, a zero deadline would bring them back at once.
+    pubsub.subscriber.modify_ack_deadline(
+        subscription=res.subscription,
+        ack_ids=[m.receipt.ack_id for m in got],
+        ack_deadline_seconds=0,
+    )
+    assert receive_until(transport, 1, timeout=2.0) == []
+
+
+def test_a_pull_returns_at_most_what_was_asked(pubsub: PubSubAdmin) -> None:
+    res = pubsub.resources()
+    transport = pubsub.transport(res)
+    transport.publish([new_message() for _ in range(30)])
+    time.sleep(0.3)
+    assert 1 <= len(transport.receive(7, timeout=2.0)) <= 7
+
+
+def test_max_bytes_stops_pulling_until_held_messages_are_settled(pubsub: PubSubAdmin) -> None:
+    res = pubsub.resources()
+    transport = pubsub.transport(res, max_bytes=1000)
+    transport.publish([Message("big", b"x" * 1500) for _ in range(2)])
+    first = receive_until(transport, 1, batch=1)
+    assert len(first) == 1
+    assert transport.receive(1, timeout=0.5) == []  # 1,500 bytes held >= 1,000
+    transport.ack(first)
+    assert len(receive_until(transport, 1, batch=1)) == 1
+
+
+def test_attempt_counter_in_attributes_survives_a_new_worker(pubsub: PubSubAdmin) -> None:
+    res = pubsub.resources()  # no dead-letter policy, so no delivery_attempt
+    transport = pubsub.transport(res)
+    transport.publish([new_message()])
+    for expected in (1, 2):
+        got = receive_until(transport, 1)
+        assert [m.attempt for m in got] == [expected]
+        transport.nack(got)
+    restarted = pubsub.transport(res)
+    assert [m.attempt for m in receive_until(restarted, 1)] == [3]
+
+
+def test_delivery_attempt_is_used_when_the_subscription_has_a_dead_letter_policy(
+    pubsub: PubSubAdmin, needs_emulator: None
+) -> None:
+    res = pubsub.resources(dead_letter_policy=True, max_delivery_attempts=10)
+    transport = pubsub.transport(res)
+    transport.publish([new_message()])
+    first = receive_until(transport, 1)
+    transport.nack(first, delay=0.0)
+    again = receive_until(transport, 1)
+    assert [m.attempt for m in first + again] == [1, 2]
+    # Pub/Sub counted it: the nack was a modify_ack_deadline, not a re-published copy.
+    assert again[0].id == first[0].id
+
+
+@pytest.mark.parametrize("policy", [False, True], ids=["attribute-count", "delivery-attempt"])
+def test_delay_beyond_the_native_maximum_is_delivered_once_after_it(
+    pubsub: PubSubAdmin, pubsub_emulator: Any, policy: bool
+) -> None:
+    if policy and pubsub_emulator.kind != "emulator":
+        pytest.skip("pstest has no dead-letter policies")
+    res = pubsub.resources(dead_letter_policy=policy, max_delivery_attempts=20)
+    # A native maximum of 2 s stands in for Pub/Sub's 600 s.
+    transport = pubsub.transport(res, max_delay_native=2.0)
+    sent = new_message()
+    transport.publish([sent])
+    first = receive_until(transport, 1)
+    nacked_at, nacked_wall = time.monotonic(), time.time()
+    transport.nack(first, delay=5.0)
+    deliveries: list[tuple[float, Message]] = []
+    while time.monotonic() - nacked_at < 9.0:
+        for message in transport.receive(10, timeout=1.0):
+            deliveries.append((time.monotonic() - nacked_at, message))
+            transport.ack([message])
+    assert [m.body for _, m in deliveries] == [sent.body]
+    arrived_after, message = deliveries[0]
+    # Handed over at most redelay_threshold_s (1 s) early, marked with when it is due
+    # so that the runtime holds it for the rest.
+    assert arrived_after >= 3.9
+    assert message.not_before is not None and message.not_before >= nacked_wall + 4.9
+    assert message.attempt == 2
+
+
+def test_message_not_yet_due_waits_in_the_broker_not_in_the_worker(pubsub: PubSubAdmin) -> None:
+    res = pubsub.resources()
+    transport = pubsub.transport(res)
+    sent = new_message()
+    sent.not_before = time.time() + 3.0
+    transport.publish([sent])
+    assert receive_until(transport, 1, timeout=2.0) == []
+    later = receive_until(transport, 1, timeout=8.0)
+    assert [m.body for m in later] == [sent.body]
+    assert later[0].attempt == 1  # waiting is not an attempt
+
+
+def test_dead_letter_without_a_dlq_topic_is_left_to_the_subscription_policy(
+    pubsub: PubSubAdmin, needs_emulator: None
+) -> None:
+    res = pubsub.resources(dead_letter_policy=True, max_delivery_attempts=MIN_DELIVERY_ATTEMPTS)
+    transport = pubsub.transport(res)  # no dlq_topic
+    sent = new_message(color="green")
+    transport.publish([sent])
+    got = receive_until(transport, 1)
+    transport.dead_letter(got[0], "poison")
+    # Redeliveries are nacked at once, never handed out again, until Pub/Sub forwards it.
+    assert receive_until(transport, 1, timeout=6.0) == []
+    dead = drain(pubsub.dead_letter_reader(res), expect=1)
+    assert [m.body for m in dead] == [sent.body]
+    assert dead[0].attributes["color"] == "green"
+    assert dead[0].topic == sent.topic
+
+
+def test_publish_with_an_ordering_key_keeps_its_order(
+    pubsub: PubSubAdmin, needs_emulator: None
+) -> None:
+    res = pubsub.resources(ordering=True)
+    transport = pubsub.transport(res)
+    sent = [Message("ordered", str(i).encode(), ordering_key="k1") for i in range(30)]
+    transport.publish(sent)
+    got = drain(transport, expect=30)
+    assert [m.body for m in got] == [m.body for m in sent]
+    assert {m.ordering_key for m in got} == {"k1"}
+
+
+def test_a_payload_over_ten_megabytes_is_refused_before_anything_is_sent(
+    pubsub: PubSubAdmin,
+) -> None:
+    res = pubsub.resources()
+    transport = pubsub.transport(res)
+    small, huge = new_message(), Message("big", b"x" * 10_000_001)
+    with pytest.raises(PayloadTooLargeError, match="10,000,000 bytes"):
+        transport.publish([small, huge])
+    assert receive_until(transport, 1, timeout=1.5) == []
+
+
+def test_a_missing_subscription_is_a_transport_error_that_says_so(pubsub: PubSubAdmin) -> None:
+    res = pubsub.resources()
+    res.subscription += "-missing"
+    with pytest.raises(TransportError, match="not found"):
+        pubsub.transport(res).receive(1, timeout=0.5)
+
+
+def test_create_makes_the_topic_and_subscription(pubsub: PubSubAdmin) -> None:
+    res = pubsub.resources()
+    name = res.topic.rsplit("/", 1)[1] + "-made"
+    transport = PubSubTransport(
+        f"{name}-sub", name, project="taskorbit-test", create=True, ack_deadline_s=10
+    )
+    pubsub.transports.append(transport)
+    transport.publish([new_message()])
+    assert len(receive_until(transport, 1)) == 1
+
+
+def test_messages_from_other_producers_are_routed_by_the_pubsub_topic_id(
+    pubsub: PubSubAdmin,
+) -> None:
+    res = pubsub.resources()
+    transport = pubsub.transport(res)
+    pubsub.publisher.publish(res.topic, b"raw", origin="elsewhere").result()
+    got = receive_until(transport, 1)
+    assert [(m.topic, m.body, m.attributes) for m in got] == [
+        (res.topic.rsplit("/", 1)[1], b"raw", {"origin": "elsewhere"})
+    ]
+
+
+def test_short_names_need_a_project() -> None:
+    with pytest.raises(ConfigurationError, match="project"):
+        PubSubTransport("jobs-sub", subscriber=object())
+
+
+def test_full_paths_name_their_project() -> None:
+    transport = PubSubTransport(
+        "projects/acme/subscriptions/jobs-sub", "jobs", dlq_topic="jobs-dead", subscriber=object()
+    )
+    assert transport.topic == "projects/acme/topics/jobs"
+    assert transport.dlq_topic == "projects/acme/topics/jobs-dead"
+
+
+def test_ack_deadline_outside_pubsub_bounds_is_refused() -> None:
+    with pytest.raises(ConfigurationError, match="between 10 and 600"):
+        PubSubTransport("projects/a/subscriptions/s", ack_deadline_s=5, subscriber=object())
