@@ -38,7 +38,8 @@ sanitize: $(STAMP)
 bench: $(STAMP)
 	$(PY) -m pip install -q -e '.[bench]'
 	$(PY) -m pytest benchmarks --benchmark-only -q
-	$(PY) benchmarks/run_e2e.py --suite all
+	$(PY) benchmarks/run_e2e.py --suite all --repeat 3
+	$(PY) benchmarks/plot.py
 
 clean:
 	rm -rf $(VENV) build *.egg-info taskorbit/_ringbuf*.so taskorbit/_ringbuf.c
