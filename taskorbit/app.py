@@ -268,13 +268,10 @@ class Orbit:
             raise ConfigurationError(f"attribute {TOPIC_ATTR!r} is reserved; pass topic= instead")
         if idempotency_key is not None:
             attrs[self.idempotency_attr] = idempotency_key
-        message = Message(
-            topic=topic,
-            body=codec.encode(payload),
-            attributes=attrs,
-            ordering_key=ordering_key,
-            not_before=not_before(countdown, eta),
-        )
+        due = None if countdown is None and eta is None else not_before(countdown, eta)
+        # Positional arguments: a Struct built from keywords costs twice as much, and
+        # this runs once per published message.
+        message = Message(topic, codec.encode(payload), attrs, "", 1, None, ordering_key, due)
         if self.hooks.wants("on_publish"):
             self.hooks.fire("on_publish", message)
         return message

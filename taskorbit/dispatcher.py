@@ -46,7 +46,7 @@ class Dispatcher:
         idempotency_attr: str,
         claim_ttl_s: float,
         ordered: bool,
-        chunk: int = 16,
+        chunk: int = 64,
     ) -> None:
         self._ring = ring
         self._concurrency = concurrency

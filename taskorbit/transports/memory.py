@@ -31,13 +31,18 @@ class MemoryTransport(Transport):
     max_batch = 4096
 
     def __init__(self) -> None:
-        self._cond = threading.Condition()
-        self._ready: deque[Message] = deque()  # guarded by self._cond
+        # Hot paths take the plain lock (a C-level context manager) and notify only
+        # when someone waits: Condition's own __enter__ and notify_all are Python
+        # code and cost more than the rest of a one-message publish.
+        self._lock = threading.Lock()
+        self._cond = threading.Condition(self._lock)
+        self._waiting = 0  # threads inside self._cond.wait(); guarded by self._lock
+        self._ready: deque[Message] = deque()  # guarded by self._lock
         self._delayed: list[tuple[float, int, Message]] = []  # heap by wall-clock due time
-        self._in_flight: dict[str, Message] = {}  # by message id; guarded by self._cond
+        self._in_flight: dict[str, Message] = {}  # by message id; guarded by self._lock
         self._ids = itertools.count(1)
         self._seq = itertools.count()
-        self.dead_letters: list[Message] = []  # guarded by self._cond
+        self.dead_letters: list[Message] = []  # guarded by self._lock
         self.acked = 0
         self.published = 0
 
@@ -46,7 +51,7 @@ class MemoryTransport(Transport):
     def publish(self, messages: Sequence[Message]) -> list[str]:
         ids: list[str] = []
         now = time.time()
-        with self._cond:
+        with self._lock:
             # The transport takes ownership of the published Message objects (a copy
             # per message would cost more than the rest of publish).
             for m in messages:
@@ -59,14 +64,25 @@ class MemoryTransport(Transport):
                     m.not_before = None
                     self._ready.append(m)
             self.published += len(ids)
-            self._cond.notify_all()
+            self._wake()
         return ids
+
+    def _wake(self) -> None:
+        if self._waiting:
+            self._cond.notify_all()
+
+    def _wait(self, timeout: float) -> None:
+        self._waiting += 1
+        try:
+            self._cond.wait(timeout)
+        finally:
+            self._waiting -= 1
 
     # -- consumer ----------------------------------------------------------------
 
     def receive(self, max_messages: int, timeout: float) -> list[Message]:
         deadline = time.monotonic() + timeout
-        with self._cond:
+        with self._lock:
             while True:
                 self._promote_due(time.time())
                 if self._ready:
@@ -76,7 +92,7 @@ class MemoryTransport(Transport):
                     return []
                 if self._delayed:
                     remaining = min(remaining, max(0.0, self._delayed[0][0] - time.time()))
-                self._cond.wait(remaining)
+                self._wait(remaining)
             count = min(max_messages, len(self._ready))
             popleft = self._ready.popleft
             batch = [popleft() for _ in range(count)]
@@ -95,18 +111,18 @@ class MemoryTransport(Transport):
 
     def ack(self, messages: Sequence[Message]) -> list[AckFailure]:
         failures: list[AckFailure] = []
-        with self._cond:
+        with self._lock:
             for m in messages:
                 if self._in_flight.pop(m.id, None) is None:
                     failures.append(AckFailure(m, "not in flight (already settled?)", False))
             self.acked += len(messages) - len(failures)
             if not self._in_flight:
-                self._cond.notify_all()
+                self._wake()
         return failures
 
     def nack(self, messages: Sequence[Message], delay: float = 0.0) -> None:
         due = time.time() + delay
-        with self._cond:
+        with self._lock:
             for m in messages:
                 if self._in_flight.pop(m.id, None) is None:
                     continue
@@ -114,7 +130,7 @@ class MemoryTransport(Transport):
                     heapq.heappush(self._delayed, (due, next(self._seq), m))
                 else:
                     self._ready.append(m)
-            self._cond.notify_all()
+            self._wake()
 
     def dead_letter(self, message: Message, reason: str) -> None:
         attributes = {
@@ -123,15 +139,15 @@ class MemoryTransport(Transport):
             DLQ_ATTEMPTS_ATTR: str(message.attempt),
             DLQ_TIME_ATTR: f"{time.time():.3f}",
         }
-        with self._cond:
+        with self._lock:
             self._in_flight.pop(message.id, None)
             self.dead_letters.append(msgspec.structs.replace(message, attributes=attributes))
-            self._cond.notify_all()
+            self._wake()
 
     # -- for tests ---------------------------------------------------------------
 
     def pending(self) -> dict[str, int]:
-        with self._cond:
+        with self._lock:
             return {
                 "ready": len(self._ready),
                 "delayed": len(self._delayed),
@@ -141,10 +157,10 @@ class MemoryTransport(Transport):
     def wait_idle(self, timeout: float = 10.0) -> bool:
         """Wait until nothing is queued, delayed or in flight; False on timeout."""
         deadline = time.monotonic() + timeout
-        with self._cond:
+        with self._lock:
             while self._ready or self._delayed or self._in_flight:
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
                     return False
-                self._cond.wait(min(remaining, 0.05))
+                self._wait(min(remaining, 0.05))
         return True
