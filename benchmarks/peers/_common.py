@@ -219,9 +219,12 @@ def run(system: str, args: Args, worker_argv: Sequence[str], publish: Publish) -
     worker = WorkerProcess(worker_argv, args.url)
     try:
         # Warm-up: every worker thread/process has imported and connected, so the
-        # timed run measures steady state, not start-up.
+        # timed run measures steady state, not start-up. Handlers that sleep 10 ms
+        # overlap, so every thread of the pool runs one and opens its own Redis
+        # connection before the clock starts (no-op handlers would leave most of
+        # the pool, and its connections, cold).
         warm = f"bench:{system}:warm:{uuid.uuid4().hex[:8]}"
-        publish(warm, args.concurrency, 0, args.concurrency)
+        publish(warm, args.concurrency, 10, args.concurrency)
         wait_done(client, warm, 120.0, worker)
 
         run_key = f"bench:{system}:{uuid.uuid4().hex[:8]}"

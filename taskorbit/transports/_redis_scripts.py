@@ -88,6 +88,28 @@ return ids
 """
 )
 
+# KEYS: stream. ARGV: trim (see xadd), topic, then one body per entry. The common
+# batch (one topic, bodies only, as ``publish_many`` sends) in one argument per
+# entry instead of five: redis-py packs every argument in Python and Lua handles each
+# one, so this cuts the producer's and the server's time per entry by more than half,
+# time that workers on the same cores get back. Returns the entry ids in order.
+PUBLISH_BODIES = (
+    LUA_HELPERS
+    + """
+local ids, key, trim, topic = {}, KEYS[1], ARGV[1], ARGV[2]
+if trim == '' then
+  for i = 3, #ARGV do
+    ids[i - 2] = redis.call('XADD', key, '*', 'topic', topic, 'body', ARGV[i])
+  end
+else
+  for i = 3, #ARGV do
+    ids[i - 2] = xadd(key, trim, {'topic', topic, 'body', ARGV[i]})
+  end
+end
+return ids
+"""
+)
+
 # KEYS: delayed set, stream. ARGV: now (epoch s), limit, trim (see xadd).
 # Moves due members into the stream; returns {moved, next due score or false}.
 MOVE_DUE = (

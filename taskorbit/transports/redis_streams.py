@@ -137,6 +137,7 @@ class RedisStreamsTransport(Transport):
             name: self.client.register_script(getattr(scripts, name))
             for name in (
                 "PUBLISH",
+                "PUBLISH_BODIES",
                 "ACK",
                 "MOVE_DUE",
                 "REQUEUE",
@@ -361,16 +362,27 @@ class RedisStreamsTransport(Transport):
         due = [i for i, m in enumerate(messages) if not ids[i]] if later else range(len(messages))
         for start in range(0, len(due), _SCRIPT_CHUNK):
             chunk = due[start : start + _SCRIPT_CHUNK]
-            args: list[Any] = [self._trim()]
-            for i in chunk:
-                fields = _fields_of(messages[i], attempt=messages[i].attempt)
-                args.append(len(fields))
-                args.extend(fields)
+            batch = [messages[i] for i in chunk]
             with translated():
-                entry_ids = self._scripts["PUBLISH"](keys=[self.stream], args=args)
+                entry_ids = self._publish_due(batch)
             for i, entry_id in zip(chunk, entry_ids, strict=True):
                 ids[i] = messages[i].id or _text(entry_id)
         return ids
+
+    def _publish_due(self, batch: list[Message]) -> list[Any]:
+        """XADD one batch in one script call; the stream entry ids in order."""
+        topic = batch[0].topic
+        if all(_is_plain(m, topic) for m in batch):
+            # publish_many's batches: one argument per entry instead of five.
+            args: list[Any] = [self._trim(), topic]
+            args.extend(m.body for m in batch)
+            return self._scripts["PUBLISH_BODIES"](keys=[self.stream], args=args)  # type: ignore[no-any-return]
+        args = [self._trim()]
+        for m in batch:
+            fields = _fields_of(m, attempt=m.attempt)
+            args.append(len(fields))
+            args.extend(fields)
+        return self._scripts["PUBLISH"](keys=[self.stream], args=args)  # type: ignore[no-any-return]
 
     def _publish_delayed(self, messages: Sequence[Message]) -> list[str]:
         ids = [m.id or uuid.uuid4().hex for m in messages]
@@ -432,12 +444,37 @@ def _fields_of(message: Message, *, attempt: int, id: str | None = None) -> list
     return fields
 
 
+def _is_plain(message: Message, topic: str) -> bool:
+    """True when the entry is just ``topic`` and ``body`` (see :func:`_fields_of`)."""
+    return (
+        message.topic == topic
+        and not message.attributes
+        and message.attempt <= 1
+        and not message.id
+        and not message.ordering_key
+    )
+
+
 def _to_message(entry_id: Any, fields: Any, deliveries: int, received_at: float) -> Message:
     """A stream entry as a Message. ``fields`` is a dict (redis-py) or a flat list
     (a Lua reply)."""
     if not isinstance(fields, dict):
         fields = _pairs(fields)
     receipt = _text(entry_id)
+    if len(fields) == 2:
+        # Just topic and body, as publish_many writes them. The poller converts whole
+        # batches at once while the handler threads wait for the GIL: keep it short.
+        return Message(
+            fields[b"topic"].decode(),
+            fields[b"body"],
+            {},
+            receipt,
+            max(1, deliveries),
+            receipt,
+            None,
+            None,
+            received_at,
+        )
     raw_attrs = fields.get(b"attrs")
     attributes = _json_decode(raw_attrs) if raw_attrs else {}
     for field, attr in _DLQ_FIELDS.items():

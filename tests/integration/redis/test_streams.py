@@ -298,3 +298,29 @@ def test_max_age_trims_entries_older_than_it(
 def test_trimming_by_length_and_by_age_together_is_refused(redis_url: str) -> None:
     with pytest.raises(ConfigurationError, match="not both"):
         RedisStreamsTransport(url=redis_url, maxlen=10, max_age_s=60)
+
+
+def test_plain_and_rich_messages_round_trip_whichever_publish_path_they_take(
+    make_streams: Make,
+) -> None:
+    transport = make_streams()
+    # A batch of bodies only (the short path), then a batch mixing attributes, ids,
+    # ordering keys and a second topic (the general path).
+    plain = [Message(topic="t", body=f"p{i}".encode()) for i in range(3)]
+    mixed = [
+        Message(topic="t", body=b"m0"),
+        Message(topic="t", body=b"m1", attributes={"color": "red"}),
+        Message(topic="t", body=b"m2", id="custom-id"),
+        Message(topic="t", body=b"m3", ordering_key="k"),
+        Message(topic="other", body=b"m4"),
+    ]
+    transport.publish(plain)
+    transport.publish(mixed)
+    got = {m.body: m for m in receive_until(transport, 8)}
+    assert sorted(got) == sorted(m.body for m in plain + mixed)
+    assert all(got[m.body].topic == "t" and got[m.body].attributes == {} for m in plain)
+    assert all(got[m.body].attempt == 1 for m in plain + mixed)
+    assert got[b"m1"].attributes == {"color": "red"}
+    assert got[b"m2"].id == "custom-id"
+    assert got[b"m3"].ordering_key == "k"
+    assert got[b"m4"].topic == "other"
