@@ -11,7 +11,6 @@ from taskorbit.errors import (
     TaskorbitError,
     TransportConnectionError,
     TransportError,
-    UnknownTopicError,
 )
 from taskorbit.hooks import Hooks, LoggingHooks
 from taskorbit.idempotency import ClaimState, IdempotencyStore, MemoryStore
@@ -58,5 +57,4 @@ __all__ = [
     "TaskorbitError",
     "TransportConnectionError",
     "TransportError",
-    "UnknownTopicError",
 ]

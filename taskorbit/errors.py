@@ -31,10 +31,6 @@ class EncodeError(TaskorbitError, TypeError):
     """An object could not be encoded by the codec (an unsupported type, most often)."""
 
 
-class UnknownTopicError(TaskorbitError):
-    """No handler is registered for a message's topic."""
-
-
 class TransportError(TaskorbitError):
     """The broker or its client library failed; the call may succeed if repeated."""
 

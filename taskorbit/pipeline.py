@@ -37,7 +37,6 @@ class Verdict(enum.Enum):
 # the hot path reads these module constants instead.
 ACK = Verdict.ACK
 RETRY = Verdict.RETRY
-DEAD_LETTER = Verdict.DEAD_LETTER
 
 
 class Outcome(msgspec.Struct):
