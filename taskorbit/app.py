@@ -223,8 +223,7 @@ class Orbit:
         keyer = task.idempotency_key if task is not None else None
         if countdown is None and keyer is None and not attributes and ordering_key is None:
             # The bulk path: nothing per message but the body.
-            if not topic or not isinstance(topic, str):
-                raise ConfigurationError(f"topic must be a non-empty string, got {topic!r}")
+            _check_topic(topic)
             encode = codec.encode
             bulk = [Message(topic, encode(p)) for p in payloads]
             if self.hooks.wants("on_publish"):  # asked once per call, not per message
@@ -259,8 +258,7 @@ class Orbit:
         codec: Codec | None = None,
     ) -> Message:
         """Build (without sending) the message ``publish`` would send."""
-        if not topic or not isinstance(topic, str):
-            raise ConfigurationError(f"topic must be a non-empty string, got {topic!r}")
+        _check_topic(topic)
         if codec is None:
             task = self.tasks.get(topic)
             codec = task.codec if task is not None else self.codec
@@ -368,6 +366,11 @@ class Orbit:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+
+def _check_topic(topic: object) -> None:
+    if not topic or not isinstance(topic, str):
+        raise ConfigurationError(f"topic must be a non-empty string, got {topic!r}")
 
 
 def _positive(name: str, value: float, *, integer: bool = False) -> None:
