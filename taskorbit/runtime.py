@@ -183,10 +183,6 @@ class Runtime:
             self.lease.stop()
         return finished
 
-    @property
-    def stopping(self) -> bool:
-        return self._stopping.is_set()
-
     # -- the work ------------------------------------------------------------------
 
     def _run_one(self, message: Message, claim: ClaimState | None) -> None:

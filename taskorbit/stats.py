@@ -29,9 +29,6 @@ class Stats:
         with self._lock:
             self._counts[name] += n
 
-    def get(self, name: str) -> int:
-        return self._counts[name]
-
     def snapshot(self) -> dict[str, int]:
         with self._lock:
             return dict(self._counts)
