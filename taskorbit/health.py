@@ -18,6 +18,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import tempfile
 import threading
 from collections.abc import Callable
 from pathlib import Path
@@ -64,7 +65,10 @@ class HealthFileThread(threading.Thread):
 
     def run(self) -> None:
         previous: dict[str, int] | None = None
-        self.touch()
+        try:
+            self.touch()
+        except OSError:
+            logger.exception("cannot write the liveness file %s; trying again", self.path)
         while not self._stopped.wait(self._interval):
             try:
                 current = self._read()
@@ -78,10 +82,25 @@ class HealthFileThread(threading.Thread):
                 logger.exception("health check failed; trying again next interval")
 
     def touch(self) -> None:
-        # Written to a temporary name and renamed, so a probe never reads half a file.
-        tmp = self.path.with_name(self.path.name + ".tmp")
-        tmp.write_text(f"{os.getpid()}\n")
-        os.replace(tmp, self.path)
+        """Replace the file with a fresh one holding our pid.
+
+        The file often lives in a shared directory such as /tmp, where another
+        local user can plant a symlink at any name they can predict. So the new
+        file gets an unpredictable name from mkstemp (created with O_EXCL, which
+        never follows a link) and is renamed over ``path``; rename replaces a
+        symlink at ``path`` itself rather than writing through it. A probe never
+        sees half a file.
+        """
+        fd, tmp = tempfile.mkstemp(prefix=f".{self.path.name}.", dir=self.path.parent)
+        try:
+            with os.fdopen(fd, "w") as out:
+                os.fchmod(out.fileno(), 0o644)  # as open() makes it; mkstemp's is 0600
+                out.write(f"{os.getpid()}\n")
+            os.replace(tmp, self.path)
+        except BaseException:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(tmp)
+            raise
 
     def stop(self) -> None:
         self._stopped.set()

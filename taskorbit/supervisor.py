@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import itertools
 import logging
 import os
 import signal
@@ -77,8 +78,10 @@ class Supervisor:
         self._shutdown_timeout = shutdown_timeout
         self.children = [Child(i) for i in range(processes)]
         self._stop = threading.Event()
-        self._signals = 0
-        self._first_signal_at = 0.0
+        self._signals_seen = itertools.count()
+        # None until the first signal's handler has noted its time; a signal that
+        # interrupts that handler before then is a duplicate too.
+        self._first_signal_at: float | None = None
 
     def run(self) -> int:
         previous = {s: signal.signal(s, self._on_signal) for s in (signal.SIGTERM, signal.SIGINT)}
@@ -93,13 +96,16 @@ class Supervisor:
                 signal.signal(s, handler)
 
     def _on_signal(self, signum: int, frame: FrameType | None) -> None:
-        self._signals += 1
-        if self._signals > 1:
-            if time.monotonic() - self._first_signal_at < DUPLICATE_SIGNAL_S:
+        # next() on a count is one C call, so a signal arriving while this handler
+        # runs still sees that it is the second (as in the single-process worker).
+        if next(self._signals_seen) > 0:
+            first = self._first_signal_at
+            if first is None or time.monotonic() - first < DUPLICATE_SIGNAL_S:
                 return  # the same SIGTERM delivered twice (`timeout`, a group kill)
             logger.error("second signal: killing every worker process now")
             self._kill_all()
             os._exit(1)
+        self._first_signal_at = time.monotonic()
         logger.info(
             "received %s: stopping %d workers", signal.Signals(signum).name, len(self.children)
         )

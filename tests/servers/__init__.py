@@ -2,7 +2,10 @@
 to a file, and is stopped by its own pid. Never the shared services on default ports.
 
 When a server cannot be started: in CI (CI=true) the run fails with the command that
-would install it; locally the test is skipped with that command in the reason.
+would install it; locally the test is skipped with that command in the reason. The
+same holds for anything else a test needs from the machine (Google's Pub/Sub emulator
+rather than pstest, a sanitizer runtime): call ``skip_unless_ci`` instead of
+``pytest.skip``, so that a CI run never passes with a test silently left out.
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import NoReturn
 
 import pytest
 
@@ -31,12 +35,21 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def unavailable(what: str, install: str) -> None:
-    """Fail in CI, skip locally, always naming the command that fixes it."""
-    message = f"{what} is not available; install it with: {install}"
+def skip_unless_ci(reason: str) -> NoReturn:
+    """Skip locally; in CI fail with the same reason, since CI must run every test.
+
+    The reason should say what would let the test run (a package, a setting).
+    """
     if IN_CI:
-        pytest.fail(message, pytrace=False)
-    pytest.skip(message)
+        pytest.fail(
+            f"{reason} (CI must run this test, so it fails instead of skipping)", pytrace=False
+        )
+    pytest.skip(reason)
+
+
+def unavailable(what: str, install: str) -> NoReturn:
+    """Fail in CI, skip locally, always naming the command that fixes it."""
+    skip_unless_ci(f"{what} is not available; install it with: {install}")
 
 
 def wait_until(ready: Callable[[], bool], timeout: float, what: str, log: Path | None) -> None:
