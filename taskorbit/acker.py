@@ -46,6 +46,7 @@ class Acker:
         self._armed = False  # a wake-up is on its way; cleared by the acker thread
         self._wake = threading.Event()
         self._stopping = False
+        self._stopped = False  # the thread is gone: add() flushes by itself
         self._tries: dict[int, int] = {}  # id(message) -> failed attempts; acker thread only
         self._thread = threading.Thread(target=self._loop, name="taskorbit-acker", daemon=True)
 
@@ -54,6 +55,12 @@ class Acker:
 
     def add(self, message: Message) -> None:
         self._pending.append(message)
+        if self._stopped:
+            # A handler that finished after the shutdown deadline: no thread will
+            # flush for it any more, so it acks itself. stop() sets _stopped before
+            # its last flush, so every message is flushed by one of the two.
+            self._flush_pending()
+            return
         # One wake-up per batch, not per message. The acker clears _armed before it
         # looks at the deque, so a message appended meanwhile is either seen by that
         # look or arms a new wake-up here.
@@ -67,6 +74,7 @@ class Acker:
         self._wake.set()
         if self._thread.is_alive():
             self._thread.join()
+        self._stopped = True
         self._flush_pending()
 
     def _loop(self) -> None:
@@ -98,6 +106,7 @@ class Acker:
                 logger.warning("ack of %d messages failed, will retry: %s", len(batch), exc)
             else:
                 logger.exception("ack of %d messages raised", len(batch))
+            self._stats.add("errors")
             self._hooks.fire("on_error", None, exc)
             self._retry_later(batch, str(exc))
             return
@@ -112,6 +121,7 @@ class Acker:
         self._stats.add("ack_failures", len(failures))
         for failure in failures:
             logger.warning("broker refused ack of %s: %s", failure.message.id, failure.reason)
+            self._stats.add("errors")
             self._hooks.fire("on_error", failure.message, TransportError(failure.reason))
         self._on_settled([f.message for f in failures if not f.retryable])
         retryable = [f.message for f in failures if f.retryable]
@@ -134,5 +144,9 @@ class Acker:
         if keep and not self._stopping:
             time.sleep(min(0.05 * 2 ** max(self._tries[id(m)] for m in keep), 2.0))
             self._pending.extendleft(reversed(keep))
+            # Wake the loop again: without this the retry would wait for the next
+            # handler to finish, and forever on a worker that has gone idle.
+            self._armed = True
+            self._wake.set()
         elif keep:
             logger.error("stopping with %d unacked messages; the broker redelivers them", len(keep))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import gc
+import inspect
 import itertools
 import logging
 import os
@@ -149,6 +150,12 @@ class Orbit:
         """Register ``fn`` as the handler of ``topic`` (the non-decorator form)."""
         if not callable(fn):
             raise ConfigurationError(f"handler for {topic!r} must be callable, got {fn!r}")
+        if _is_async(fn):
+            raise ConfigurationError(
+                f"handler for {topic!r} is an async function; taskorbit runs handlers on "
+                "threads and cannot await it yet. Register a plain function, for example "
+                "one that calls asyncio.run(...) on your coroutine"
+            )
         if topic in self.tasks:
             raise ConfigurationError(
                 f"topic {topic!r} already has a handler ({self.tasks[topic].fn!r}); "
@@ -366,6 +373,11 @@ class Orbit:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+
+def _is_async(fn: Callable[..., Any]) -> bool:
+    call = getattr(fn, "__call__", None)  # noqa: B004 - an object with an async __call__
+    return any(inspect.iscoroutinefunction(f) or inspect.isasyncgenfunction(f) for f in (fn, call))
 
 
 def _check_topic(topic: object) -> None:

@@ -19,6 +19,7 @@ next message at once instead of waiting for the rest of its batch.
 from __future__ import annotations
 
 import logging
+import math
 import threading
 import time
 from collections import deque
@@ -26,12 +27,15 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 
 from taskorbit.idempotency import ClaimState, IdempotencyStore
+from taskorbit.inflight import InFlight
 from taskorbit.message import Message
 from taskorbit.ring import Ring
 
 logger = logging.getLogger("taskorbit.dispatcher")
 
 Item = tuple[Message, "ClaimState | None"]
+
+_NEW = ClaimState.NEW  # enum member lookups are slow on CPython 3.11; claims are hot
 
 
 class Dispatcher:
@@ -42,6 +46,10 @@ class Dispatcher:
         concurrency: int,
         run_one: Callable[[Message, ClaimState | None], None],
         defer: Callable[[Message, float], None],
+        hand_back: Callable[[list[Message]], None],
+        reject: Callable[[Message, str], None],
+        unsettled: Callable[[Message], bool],
+        inflight: InFlight,
         store: IdempotencyStore | None,
         idempotency_attr: str,
         claim_ttl_s: float,
@@ -52,18 +60,27 @@ class Dispatcher:
         self._concurrency = concurrency
         self._run_one = run_one
         self._defer = defer  # hands a message that is not yet due back for later
+        self._hand_back = hand_back  # to the broker at once, attempt unchanged
+        self._reject = reject  # dead-letters a message that cannot even be admitted
+        self._unsettled = unsettled  # held by the worker, and not waiting in a timer
+        self._inflight = inflight
         self._store = store
         self._attr = idempotency_attr
         self._claim_ttl_s = claim_ttl_s
         self._ordered = ordered
         self._chunk = chunk
         self._executor = ThreadPoolExecutor(concurrency, thread_name_prefix="taskorbit-worker")
-        self._ready: deque[Item] = deque()  # appended/popped atomically under the GIL
+        # Runners pop from _ready without a lock (deque pops are atomic under the
+        # GIL); everything that puts messages in, and the state below, is guarded
+        # by self._cond, so that halt() sees every admitted message exactly once.
+        self._ready: deque[Item] = deque()
         self._cond = threading.Condition()
         self._free = concurrency  # worker slots without a runner; guarded by self._cond
-        self._halt = False  # runners take nothing new once set
-        self._order_lock = threading.Lock()
-        # ordering key -> messages waiting for the one in flight; guarded by self._order_lock
+        self._halt = False  # nothing new starts once set; guarded by self._cond
+        # ordering key -> id() of the one message of that key the worker has let
+        # run (it keeps the key while it waits in the timer wheel for a retry), and
+        # the messages of that key waiting behind it; both guarded by self._cond.
+        self._owner: dict[str, int] = {}
         self._parked: dict[str, deque[Item]] = {}
         self._thread = threading.Thread(target=self._loop, name="taskorbit-dispatcher", daemon=True)
 
@@ -73,18 +90,21 @@ class Dispatcher:
         self._thread.start()
 
     def halt(self) -> list[Message]:
-        """Stop starting messages; return those admitted but not started."""
-        self._halt = True
+        """Stop starting messages; return those admitted but not started.
+
+        A runner that is admitting a batch right now finds the dispatcher halted
+        when it places the batch, and hands it back itself (see :meth:`_place`).
+        """
         with self._cond:
+            self._halt = True
             self._cond.notify_all()
-        self._thread.join()
-        left: list[Message] = []
-        while self._ready:
-            left.append(self._ready.popleft()[0])
-        with self._order_lock:
+            left = [m for m, _ in self._ready]
+            self._ready.clear()
             for parked in self._parked.values():
                 left.extend(m for m, _ in parked)
             self._parked.clear()
+            self._owner.clear()
+        self._thread.join()
         return left
 
     def wait_idle(self, timeout: float | None) -> bool:
@@ -107,23 +127,43 @@ class Dispatcher:
 
     @property
     def waiting(self) -> int:
-        return len(self._ready)
+        return len(self._ready) + sum(len(p) for p in list(self._parked.values()))
+
+    @property
+    def keys_held(self) -> int:
+        """Ordering keys some message holds right now (0 when idle: nothing jammed)."""
+        return len(self._owner)
 
     # -- ordering ------------------------------------------------------------------
 
-    def finished(self, message: Message) -> None:
-        """The message left the worker for good: release its ordering key."""
+    def release_order(self, message: Message, *, to_broker: bool) -> list[Message]:
+        """``message`` left the worker for good: free its ordering key.
+
+        When it went back to the broker (a retry or hand-back), the messages of its
+        key parked behind it are returned too, for the caller to hand back: the
+        broker redelivers them after it, in order (an SQS FIFO group and a Pub/Sub
+        ordering key are blocked while one of theirs is out). When it was acked or
+        dead-lettered, the next parked message of the key runs.
+        """
         key = message.ordering_key
         if not self._ordered or key is None:
-            return
-        with self._order_lock:
-            parked = self._parked.get(key)
+            return []
+        with self._cond:
+            if self._owner.get(key) != id(message):
+                return []  # it never held the key (parked, deferred, not yet admitted)
+            parked = self._parked.pop(key, None)
+            del self._owner[key]
+            if not parked:
+                return []
+            if to_broker:
+                return [m for m, _ in parked]
+            item = parked.popleft()
+            self._owner[key] = id(item[0])
             if parked:
-                self._ready.append(parked.popleft())
-            else:
-                self._parked.pop(key, None)
-                return
+                self._parked[key] = parked
+            self._ready.append(item)
         self._spawn()
+        return []
 
     # -- the loop ------------------------------------------------------------------
 
@@ -145,26 +185,42 @@ class Dispatcher:
                 time.sleep(0.1)
                 continue
             if batch:
-                self._admit(batch)
+                self._admit_safely(batch)
             elif self._ring.closed and len(self._ring) == 0:
                 return
+
+    def _admit_safely(self, batch: list[Message]) -> None:
+        """Admit ``batch``; no failure may end the thread that took it, and no
+        message of it may be left behind."""
+        try:
+            self._admit(batch)
+        except Exception:
+            # A bug, not a message: _admit isolates what one message can cause.
+            # Whatever of the batch the worker still holds goes back to the broker.
+            logger.exception("admitting %d messages failed; handing them back", len(batch))
+            self._hand_back([m for m in batch if self._unsettled(m) and not self._placed(m)])
 
     def _admit(self, batch: list[Message]) -> None:
         now = time.time()
         due: list[Message] = []
         for message in batch:
-            # An ETA or a long delay re-published by the transport: not yet.
-            if message.not_before is not None and message.not_before > now + 0.001:
-                self._defer(message, message.not_before - now)
-            else:
+            not_before = message.not_before
+            if not_before is None:
                 due.append(message)
-        if not due:
-            return
-        items = self._claim(due)
-        if self._ordered:
-            items = self._park_ordered(items)
-        self._ready.extend(items)
-        self._spawn()
+            elif not math.isfinite(not_before):
+                self._reject(message, f"its not-before {not_before!r} is not a point in time")
+            elif not_before <= now + 0.001:
+                due.append(message)
+            else:  # an ETA or a long delay re-published by the transport: not yet
+                self._defer_or_reject(message, not_before - now)
+        if due:
+            self._place(self._claim(due))
+
+    def _defer_or_reject(self, message: Message, delay_s: float) -> None:
+        try:
+            self._defer(message, delay_s)
+        except Exception as exc:  # e.g. a not-before of 1e300, which no timer holds
+            self._reject(message, f"cannot delay it by {delay_s!r} s: {exc}")
 
     def _claim(self, messages: list[Message]) -> list[Item]:
         if self._store is None:
@@ -182,24 +238,50 @@ class Dispatcher:
             except Exception:
                 logger.exception("idempotency store failed; deferring %d messages", len(messages))
                 for m in messages:
-                    self._defer(m, 1.0)
+                    self._defer_or_reject(m, 1.0)
                 return []
-            for (i, _), state in zip(keyed, claimed, strict=False):
+            for (i, key), state in zip(keyed, claimed, strict=False):
                 states[i] = state
+                if state is _NEW:
+                    self._inflight.claimed(messages[i], key)
         return list(zip(messages, states, strict=False))
 
+    def _place(self, items: list[Item]) -> None:
+        """Make admitted messages runnable, or hand them back when halted."""
+        with self._cond:
+            if not self._halt:
+                if self._ordered:
+                    items = self._park_ordered(items)
+                self._ready.extend(items)
+                items = []
+        if items:
+            self._hand_back([m for m, _ in items])
+        else:
+            self._spawn()
+
+    def _placed(self, message: Message) -> bool:
+        with self._cond:
+            if any(m is message for m, _ in self._ready):
+                return True
+            return any(m is message for parked in self._parked.values() for m, _ in parked)
+
     def _park_ordered(self, items: list[Item]) -> list[Item]:
+        """Called with self._cond held."""
         runnable: list[Item] = []
-        with self._order_lock:
-            for item in items:
-                key = item[0].ordering_key
-                if key is None:
-                    runnable.append(item)
-                elif key in self._parked:
-                    self._parked[key].append(item)  # one of its group is in flight
-                else:
-                    self._parked[key] = deque()
-                    runnable.append(item)
+        for item in items:
+            message = item[0]
+            key = message.ordering_key
+            if key is None:
+                runnable.append(item)
+                continue
+            owner = self._owner.get(key)
+            if owner is None:
+                self._owner[key] = id(message)
+                runnable.append(item)
+            elif owner == id(message):
+                runnable.append(item)  # the holder itself, back from a local retry
+            else:
+                self._parked.setdefault(key, deque()).append(item)
         return runnable
 
     def _spawn(self) -> None:
@@ -219,12 +301,12 @@ class Dispatcher:
                     batch = self._ring.get_many(self._chunk, timeout=0)
                     if not batch:
                         break
-                    self._admit(batch)
+                    self._admit_safely(batch)
                     continue
-                try:
-                    self._run_one(message, claim)
-                except Exception:
-                    logger.exception("unexpected failure running %s; continuing", message.id)
+                # run_one settles every message, whatever happens inside it.
+                self._run_one(message, claim)
+        except BaseException:
+            logger.exception("a worker thread's runner failed; it is replaced")
         finally:
             with self._cond:
                 self._free += 1

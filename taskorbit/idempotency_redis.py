@@ -107,6 +107,21 @@ class RedisStore:
         with translated():
             self._release(keys=[self.prefix + key], args=[self._in_progress])
 
+    def keys_in_progress(self, *, mine_only: bool = True) -> list[str]:
+        """Keys claimed and not yet completed or released (this instance's claims,
+        or every worker's with ``mine_only=False``). Scans the keyspace: meant for
+        tests and diagnostics, not for the hot path."""
+        found = []
+        with translated():
+            for name in self.client.scan_iter(match=self.prefix + "*", count=1000):
+                value: bytes | None = self.client.get(name)  # type: ignore[assignment]
+                if value is None or not value.startswith(b"p:"):
+                    continue
+                if mine_only and value != self._in_progress.encode():
+                    continue
+                found.append(name.decode()[len(self.prefix) :])
+        return found
+
     def close(self) -> None:
         if self._owns_client:
             self.client.close()

@@ -18,6 +18,7 @@ from collections.abc import Iterable
 from taskorbit.errors import TransportError
 from taskorbit.hooks import HookSet
 from taskorbit.message import Message
+from taskorbit.stats import Stats
 from taskorbit.transports.base import Transport
 
 logger = logging.getLogger("taskorbit.lease")
@@ -33,9 +34,12 @@ class _Lease:
 
 
 class LeaseKeeper:
-    def __init__(self, transport: Transport, hooks: HookSet, *, max_lease_s: float) -> None:
+    def __init__(
+        self, transport: Transport, hooks: HookSet, stats: Stats, *, max_lease_s: float
+    ) -> None:
         self._transport = transport
         self._hooks = hooks
+        self._stats = stats
         self._lease_s = transport.lease_s
         self._max_lease_s = max_lease_s
         self._lock = threading.Lock()
@@ -85,6 +89,7 @@ class LeaseKeeper:
             self._transport.extend(due, self._lease_s)
         except TransportError as exc:
             logger.warning("extending %d leases failed: %s", len(due), exc)
+            self._stats.add("errors")
             self._hooks.fire("on_error", None, exc)
             return
         expires = time.monotonic() + self._lease_s

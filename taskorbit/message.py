@@ -72,6 +72,11 @@ class Message(msgspec.Struct, eq=False):
     pending delivery count, Pub/Sub delivery_attempt) it comes from there, so that it
     survives crashes and restarts.
 
+    ``malformed`` is set by a transport that received something it cannot read
+    (``XADD stream * foo bar``, an attempt of ``"abc"``, a not-before of ``inf``):
+    such a message still reaches the worker, which dead-letters it on its own, so a
+    broken envelope never takes its receive batch down with it.
+
     A msgspec Struct rather than a dataclass: it is built once per message on the
     hot path, and a Struct is built about twice as fast. Identity matters (the
     runtime keys bookkeeping by ``id(message)``), so equality is identity.
@@ -86,3 +91,7 @@ class Message(msgspec.Struct, eq=False):
     ordering_key: str | None = None  # SQS MessageGroupId, Pub/Sub ordering key
     not_before: float | None = None  # wall-clock epoch seconds; None means now
     received_at: float = 0.0  # time.monotonic() when the transport handed it over
+    #: Why the transport could not read this message's envelope (a missing or
+    #: invalid field, named in the text), or None. The worker dead-letters such a
+    #: message with this reason instead of running it; its neighbours run.
+    malformed: str | None = None

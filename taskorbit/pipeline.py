@@ -9,7 +9,9 @@ runtime around it settles the :class:`Outcome` with the broker.
 from __future__ import annotations
 
 import enum
+import inspect
 import logging
+import math
 import random
 import time
 from collections.abc import Callable, Mapping
@@ -45,7 +47,7 @@ class Outcome(msgspec.Struct):
     delay: float = 0.0
     reason: str = ""
     result: Result | None = None  # the handler's own result, for on_complete
-    error: BaseException | None = None  # what the handler raised, for on_error
+    error: BaseException | None = None  # what the handler or codec raised, for on_error
     duration_s: float = 0.0
 
 
@@ -57,7 +59,12 @@ def process(
     rng: random.Random | None = None,
 ) -> Outcome:
     """Run ``message`` through its task and decide its fate. Never raises for
-    anything the handler or the payload does."""
+    anything the envelope, the codec, the payload or the handler does."""
+    # The transport could not read its envelope: nothing here can fix that.
+    if message.malformed is not None:
+        return Outcome(
+            Verdict.DEAD_LETTER, message, reason=f"malformed message: {message.malformed}"
+        )
     task = tasks.get(message.topic)
     # Unknown topic: nothing will ever handle it; retrying cannot help.
     if task is None:
@@ -65,6 +72,9 @@ def process(
         reason = f"unknown topic {message.topic!r}; registered topics: {known}"
         return Outcome(Verdict.DEAD_LETTER, message, reason=reason)
     policy = task.retry_policy
+    if message.attempt < 1:
+        reason = f"malformed message: attempt {message.attempt} (attempts are numbered from 1)"
+        return Outcome(Verdict.DEAD_LETTER, message, reason=reason)
     # Redelivered more often than the policy allows: a message that crashed the
     # process on every earlier attempt ends here instead of looping forever.
     if message.attempt > policy.max_retries + 1:
@@ -78,13 +88,18 @@ def process(
         payload = task.decode(message.body)
     except DecodeError as exc:
         return Outcome(Verdict.DEAD_LETTER, message, reason=f"decode failed: {exc}", error=exc)
+    except Exception as exc:  # a custom codec's bug, or RecursionError from deep nesting
+        reason = f"decode failed: {type(exc).__name__}: {exc}"
+        return Outcome(Verdict.DEAD_LETTER, message, reason=reason, error=exc)
     started = time.perf_counter()
     try:
         if task.wants_context:
             returned = task.fn(payload, make_context(message))
         else:
             returned = task.fn(payload)
-    except Exception as exc:
+    # BaseException too: a handler's SystemExit or KeyboardInterrupt ends its run,
+    # not the worker thread, and its message is settled like any failure.
+    except BaseException as exc:
         elapsed = time.perf_counter() - started
         outcome = _retry_or_give_up(message, task, None, f"{type(exc).__name__}: {exc}", rng)
         outcome.error = exc
@@ -101,6 +116,17 @@ def process(
 def _decide(
     message: Message, task: Task[Any], returned: object, rng: random.Random | None
 ) -> Outcome:
+    if inspect.isawaitable(returned):
+        # A sync function that returned a coroutine did none of its work: say so
+        # instead of acking it (and close it, so Python does not warn later).
+        close = getattr(returned, "close", None)
+        if close is not None:
+            close()
+        reason = (
+            f"the handler returned {type(returned).__name__} instead of running: async "
+            "handlers are not supported; make it a plain function"
+        )
+        return Outcome(Verdict.DEAD_LETTER, message, reason=reason)
     # A handler that returns nothing, or any value that is not a Result, is done.
     if not isinstance(returned, Result) or returned.action is Action.ACK:
         result = returned if isinstance(returned, Result) else None
@@ -123,7 +149,12 @@ def _retry_or_give_up(
             f"gave up after {message.attempt} attempts (max_retries={policy.max_retries}): {reason}"
         )
         return Outcome(Verdict.DEAD_LETTER, message, reason=why, result=result)
-    if result is not None and result.action is Action.RETRY_WITH_DELAY and result.delay is not None:
+    if (
+        result is not None
+        and result.action is Action.RETRY_WITH_DELAY
+        and result.delay is not None
+        and 0 <= result.delay < math.inf  # a Result built by hand may say anything
+    ):
         delay = result.delay
     else:
         delay = policy.delay(message.attempt, rng)

@@ -38,7 +38,7 @@ class PollerThread(threading.Thread):
         self._hooks = hooks
         self._stats = stats
         self._poll_timeout = poll_timeout
-        self._track = track  # the lease keeper starts extending them
+        self._track = track  # opened in the in-flight registry; leases start
         self._release = release  # back to the broker at once (shutdown)
         self._drop = drop  # the overflow policy refused it
         self.stopping = threading.Event()
@@ -54,10 +54,12 @@ class PollerThread(threading.Thread):
                 failures += 1
                 pause = min(0.1 * 2**failures, 5.0)
                 logger.warning("receive failed (%s); retrying in %.1f s", exc, pause)
+                self._stats.add("errors")
                 self._hooks.fire("on_error", None, exc)
                 self.stopping.wait(pause)
             except Exception as exc:
                 logger.exception("poller failed; retrying in 1 s")
+                self._stats.add("errors")
                 self._hooks.fire("on_error", None, exc)
                 self.stopping.wait(1.0)
 
@@ -78,8 +80,8 @@ class PollerThread(threading.Thread):
         if not messages:
             return
         self._stats.add("received", len(messages))
-        if self._transport.needs_lease:
-            self._track(messages)
+        # Opened in the in-flight registry (and leased) before anything can settle them.
+        self._track(messages)
         if self._hooks.wants("on_receive"):
             for m in messages:
                 self._hooks.fire("on_receive", m)

@@ -266,6 +266,11 @@ class Ring(Generic[T]):
             dropped = ffi.new("uint64_t[]", n)
             dropped_n = ffi.new("size_t *")
             rc = _push_seq(self._ring, number << _SHIFT, n, policy, -1, dropped, dropped_n)
+            if rc < 0:
+                # Nothing of this batch went in (a closed ring): forget it here, or
+                # the dict would keep every item of it alive for good.
+                del batches[number]
+                raise _error(rc)
             not_kept = self._take_tokens(ffi.unpack(dropped, dropped_n[0]))
         else:
             timeout_ns = -1 if timeout is None else _timeout_ns(timeout)

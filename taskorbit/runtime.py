@@ -12,6 +12,13 @@ Threads (names as they appear in a stack dump):
 Start order is consumers first: acker, lease keeper, timer, dispatcher, then the
 pollers, so that nothing is received before there is someone to take it.
 Stop order is the reverse with a drain (see :meth:`Runtime.stop`).
+
+Every message a poller receives is opened in :class:`~taskorbit.inflight.InFlight`
+and closed by exactly one settlement in :class:`~taskorbit.settle.Settler`. No
+per-message failure may end a thread: a runner that meets an exception outside
+the pipeline (a bug, a hook, a retry policy) settles the message anyway
+(:meth:`Runtime._rescue`), and the dispatcher dead-letters a message it cannot
+even admit.
 """
 
 from __future__ import annotations
@@ -28,12 +35,13 @@ from taskorbit.dispatcher import Dispatcher
 from taskorbit.errors import RingClosed
 from taskorbit.hooks import HookSet
 from taskorbit.idempotency import ClaimState, IdempotencyStore
+from taskorbit.inflight import InFlight
 from taskorbit.lease import LeaseKeeper
 from taskorbit.message import Message
 from taskorbit.pipeline import process
 from taskorbit.poller import PollerThread
 from taskorbit.ring import Overflow, Ring
-from taskorbit.settle import Settler
+from taskorbit.settle import RETRY_LATER_S, Settler
 from taskorbit.stats import Stats
 from taskorbit.task import Task
 from taskorbit.timerwheel import TimerWheel
@@ -78,9 +86,10 @@ class Runtime:
         self._on_dispatch = hooks.wants("on_dispatch")
         self._stopping = threading.Event()
         self._deadline: list[float | None] = [None]
+        self.inflight = InFlight()
         self.ring: Ring[Message] = Ring(buffer_size, overflow=overflow)
         self.lease = (
-            LeaseKeeper(transport, hooks, max_lease_s=max_lease_s)
+            LeaseKeeper(transport, hooks, stats, max_lease_s=max_lease_s)
             if transport.needs_lease
             else None
         )
@@ -95,6 +104,10 @@ class Runtime:
             concurrency=concurrency,
             run_one=self._run_one,
             defer=self._defer,
+            hand_back=self._release,
+            reject=self._reject,
+            unsettled=self._unsettled,
+            inflight=self.inflight,
             store=store,
             idempotency_attr=idempotency_attr,
             claim_ttl_s=claim_ttl_s,
@@ -102,17 +115,17 @@ class Runtime:
         )
         self.settler = Settler(
             transport,
+            inflight=self.inflight,
             acker=self.acker,
             lease=self.lease,
             timer=self.timer,
             hooks=hooks,
             stats=stats,
             store=store,
-            idempotency_attr=idempotency_attr,
             done_ttl_s=idempotency_ttl_s,
             local_delay_max=local_delay_max,
             max_lease_s=max_lease_s,
-            finished=self.dispatcher.finished,
+            release_order=self.dispatcher.release_order,
         )
         self.pollers = [
             PollerThread(
@@ -124,7 +137,7 @@ class Runtime:
                 poll_timeout=poll_timeout,
                 track=self._track,
                 release=self._release,
-                drop=self._drop,
+                drop=self.settler.drop,
             )
             for i in range(max(1, transport.pollers))
         ]
@@ -146,14 +159,15 @@ class Runtime:
 
         1. Stop receiving and stop starting: pollers are told to stop (each hands
            back what it holds after its current long poll) and the dispatcher
-           halts at once.
+           halts at once (a runner admitting a batch meanwhile hands it back).
         2. Admitted-but-unstarted messages, the ring and the timer wheel go back to
            the broker at once (delayed ones with the delay they still owe), so
-           another worker can take them now.
+           another worker can take them now. None of them uses up an attempt.
         3. Let running handlers finish until the deadline; the lease keeper keeps
            their leases alive meanwhile.
         4. Flush acks, then stop the lease keeper: a message is either acked or
-           visible again, never both and never neither.
+           visible again, never both and never neither. A handler that finishes
+           after the deadline still settles (the acker sends its ack directly).
         """
         deadline = time.monotonic() + timeout
         self._deadline[0] = deadline
@@ -168,7 +182,7 @@ class Runtime:
         self.ring.close()
         unstarted.extend(self.ring.drain())
         self._release(unstarted)
-        self._return_timers(self.timer.stop())
+        self.settler.return_local(self.timer.stop())
         finished = self.dispatcher.wait_idle(max(0.0, deadline - time.monotonic()))
         if not finished:
             logger.warning(
@@ -186,15 +200,40 @@ class Runtime:
     # -- the work ------------------------------------------------------------------
 
     def _run_one(self, message: Message, claim: ClaimState | None) -> None:
-        if claim is not None and claim is not _NEW:
-            self.settler.duplicate(
-                message, in_progress=claim is _IN_PROGRESS, retry_delay_s=self._duplicate_delay_s
-            )
-            return
-        if self._on_dispatch:
-            self._hooks.fire("on_dispatch", message)
-        outcome = process(message, self._tasks, make_context=self._context)
-        self.settler.settle(outcome, claimed=claim is _NEW)
+        try:
+            if claim is not None and claim is not _NEW:
+                self.settler.duplicate(
+                    message,
+                    in_progress=claim is _IN_PROGRESS,
+                    retry_delay_s=self._duplicate_delay_s,
+                )
+                return
+            if self._on_dispatch:
+                self._hooks.fire("on_dispatch", message)
+            outcome = process(message, self._tasks, make_context=self._context)
+            self.settler.settle(outcome)
+        except BaseException as exc:
+            self._rescue(message, exc)
+
+    def _rescue(self, message: Message, exc: BaseException) -> None:
+        """Settle a message whose run failed outside the pipeline's own handling."""
+        logger.error(
+            "unexpected failure while running %s (%s): %s: %s",
+            message.id,
+            message.topic,
+            type(exc).__name__,
+            exc,
+            exc_info=exc,
+        )
+        self.settler.error(message, exc)
+        if self._unsettled(message):
+            # The handler may have run: count it, so the attempt limit still holds.
+            message.attempt += 1
+            self.settler.nack([message], RETRY_LATER_S)
+
+    def _unsettled(self, message: Message) -> bool:
+        """Held by the worker, and not waiting in the timer wheel."""
+        return self.inflight.holds(message) and not self.settler.is_local(message)
 
     def _context(self, message: Message) -> Context:
         return Context(message, self._stopping, self._deadline)
@@ -203,35 +242,42 @@ class Runtime:
         self._stats.add("deferred")
         self.settler.delay(message, delay_s, next_attempt=False)
 
+    def _reject(self, message: Message, reason: str) -> None:
+        self.settler.dead_letter(message, f"cannot admit the message: {reason}")
+
     def _timers_due(self, messages: list[Message]) -> None:
-        # Called on the timer thread: never block it for long, never drop. What does
-        # not fit into the ring now waits in the wheel a little longer.
-        for m in messages:
-            if self.settler.take_local(m)[1]:
+        # Called on the timer thread: never block it for long, never drop. The
+        # local holds are forgotten before the put (once in the ring, a message may
+        # run and be held again at once) and restored for what did not fit, which
+        # waits in the wheel a little longer; only what went in gains its attempt.
+        holds = [self.settler.take_local(m) for m in messages]
+        for m, hold in zip(messages, holds, strict=True):
+            if hold is not None and hold[1]:
                 m.attempt += 1
         try:
             left = self.ring.put_many(messages, timeout=0.05, overflow=Overflow.BLOCK)
         except RingClosed:
             left = messages
-        if left:
-            retry_at = time.monotonic() + 0.05
-            for m in left:
-                try:
-                    self.timer.schedule(retry_at, m)
-                except Exception:
-                    self._release([m])
-
-    def _return_timers(self, messages: list[Message]) -> None:
-        # Items still in the wheel at shutdown go back to the broker owing the rest
-        # of their delay, so a backoff is not cut short by a restart.
-        now = time.monotonic()
-        for m in messages:
-            due, _ = self.settler.take_local(m)
-            self.settler.nack([m], max(0.0, due - now))
+        if not left:
+            return
+        waiting = {id(m) for m in left}
+        retry_at = time.monotonic() + 0.05
+        for m, hold in zip(messages, holds, strict=True):
+            if id(m) not in waiting:
+                continue
+            if hold is not None:
+                if hold[1]:
+                    m.attempt -= 1
+                self.settler.restore_local(m, hold)
+            try:
+                self.timer.schedule(retry_at, m)
+            except Exception:  # the wheel is stopping: the broker takes it instead
+                self.settler.return_local([m])
 
     # -- broker bookkeeping ----------------------------------------------------------
 
     def _track(self, messages: list[Message]) -> None:
+        self.inflight.open(messages)
         if self.lease is not None:
             self.lease.track(messages)
 
@@ -240,16 +286,10 @@ class Runtime:
             self.lease.forget(messages)
 
     def _release(self, messages: list[Message]) -> None:
+        """Hand messages that never started back at once; no attempt is used."""
         if messages:
             self._stats.add("released", len(messages))
             self.settler.nack(messages, 0.0)
-
-    def _drop(self, message: Message, reason: str) -> None:
-        self._stats.add("dropped")
-        self._hooks.fire("on_drop", message, reason)
-        # A durable broker keeps it: give it back instead of losing it.
-        if self.transport.acknowledges:
-            self.settler.nack([message], 0.0)
 
     def snapshot(self) -> dict[str, int]:
         stats = self._stats.snapshot()
@@ -258,4 +298,7 @@ class Runtime:
         stats["active_runners"] = self.dispatcher.active_runners
         stats["timers"] = len(self.timer)
         stats["held"] = len(self.lease) if self.lease is not None else 0
+        stats["in_flight"] = len(self.inflight)
+        stats["claims_held"] = self.inflight.claims
+        stats["ordering_keys_held"] = self.dispatcher.keys_held
         return stats

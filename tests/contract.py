@@ -12,6 +12,7 @@ from __future__ import annotations
 import time
 import uuid
 from collections.abc import Callable
+from dataclasses import dataclass
 
 import pytest
 
@@ -37,6 +38,17 @@ def new_message(topic: str = "contract.topic", **attributes: str) -> Message:
     return Message(topic=topic, body=uuid.uuid4().hex.encode(), attributes=dict(attributes))
 
 
+@dataclass(frozen=True)
+class BrokenEnvelope:
+    """One message with a broken envelope, written to the broker the way a foreign
+    or buggy producer would (``XADD stream * foo bar``, an SQS attempt attribute of
+    ``"two"``). ``field`` is what the malformed reason must name."""
+
+    name: str
+    write: Callable[[], None]
+    field: str
+
+
 class TransportContract:
     """Shared behaviour of every transport. Subclasses supply the fixtures."""
 
@@ -47,6 +59,18 @@ class TransportContract:
     @pytest.fixture
     def read_dead_letters(self) -> Callable[[], list[Message]]:  # pragma: no cover
         raise NotImplementedError
+
+    @pytest.fixture
+    def broken_envelopes(self, transport: Transport) -> list[BrokenEnvelope]:
+        """Raw writers of broken envelopes; a transport with no wire format of its
+        own (memory) has none."""
+        return []
+
+    @pytest.fixture
+    def second_subscriber(self, transport: Transport) -> Transport | None:
+        """Another consumer group / subscription of the same topic, or None where
+        the transport has no such thing."""
+        return None
 
     def test_published_message_is_received_with_topic_body_and_attributes(
         self, transport: Transport
@@ -85,18 +109,96 @@ class TransportContract:
         wait = min(transport.lease_s, 3.0) + 0.5
         assert receive_until(transport, 1, timeout=wait) == []
 
-    def test_nack_redelivers_at_once_with_a_larger_attempt(self, transport: Transport) -> None:
+    def test_nack_redelivers_at_once_carrying_the_attempt_it_was_given(
+        self, transport: Transport
+    ) -> None:
         if not transport.acknowledges:
             pytest.skip(f"{transport.name} does not acknowledge")
         sent = new_message()
         transport.publish([sent])
         first = receive_until(transport, 1)
         first_attempt = first[0].attempt
+        first[0].attempt += 1  # what the runtime does before it hands a retry back
         transport.nack(first, delay=0.0)
         again = receive_until(transport, 1, timeout=10.0)
         assert [m.body for m in again] == [sent.body]
         assert again[0].attempt == first_attempt + 1
-        transport.ack(again)
+        again[0].attempt += 1
+        transport.nack(again, delay=0.0)
+        third = receive_until(transport, 1, timeout=10.0)
+        assert [m.attempt for m in third] == [first_attempt + 2]
+        transport.ack(third)
+
+    def test_a_hand_back_without_a_run_keeps_the_attempt(self, transport: Transport) -> None:
+        if not transport.acknowledges:
+            pytest.skip(f"{transport.name} does not acknowledge")
+        sent = new_message()
+        transport.publish([sent])
+        first = receive_until(transport, 1)
+        first[0].attempt += 1
+        transport.nack(first, delay=0.0)  # a retry: attempt 2
+        again = receive_until(transport, 1, timeout=10.0)
+        transport.nack(again, delay=0.0)  # a shutdown hand-back: still attempt 2
+        third = receive_until(transport, 1, timeout=10.0)
+        assert [m.body for m in third] == [sent.body]
+        assert third[0].attempt == again[0].attempt == 2
+        transport.ack(third)
+
+    def test_broken_envelopes_are_received_as_malformed_beside_good_neighbours(
+        self,
+        transport: Transport,
+        broken_envelopes: list[BrokenEnvelope],
+        read_dead_letters: Callable[[], list[Message]],
+    ) -> None:
+        if not broken_envelopes:
+            pytest.skip(f"{transport.name} has no wire format of its own")
+        before, after = new_message(), new_message()
+        transport.publish([before])
+        for broken in broken_envelopes:
+            broken.write()
+        transport.publish([after])
+        got = receive_until(transport, 2 + len(broken_envelopes), batch=100)
+        good = [m for m in got if m.malformed is None]
+        bad = [m for m in got if m.malformed is not None]
+        assert sorted(m.body for m in good) == sorted([before.body, after.body])
+        assert len(bad) == len(broken_envelopes), [m.malformed for m in bad]
+        for broken in broken_envelopes:
+            assert any(broken.field in (m.malformed or "") for m in bad), (
+                f"no malformed reason names {broken.field!r} ({broken.name}): "
+                f"{[m.malformed for m in bad]}"
+            )
+        for m in bad:
+            transport.dead_letter(m, f"malformed envelope: {m.malformed}")
+        assert transport.ack(good) == []
+        dead = read_dead_letters()
+        assert len(dead) == len(broken_envelopes)
+        reasons = [d.attributes.get("taskorbit-dlq-reason", "") for d in dead]
+        assert all(r.startswith("malformed envelope: ") for r in reasons), reasons
+        wait = min(transport.lease_s, 3.0) + 0.5
+        assert receive_until(transport, 1, timeout=wait) == []
+
+    def test_a_retry_reaches_only_the_subscriber_that_handed_it_back(
+        self, transport: Transport, second_subscriber: Transport | None
+    ) -> None:
+        if second_subscriber is None:
+            pytest.skip(f"{transport.name} has no second subscriber to check")
+        sent = new_message()
+        transport.publish([sent])
+        mine = receive_until(transport, 1)
+        theirs = receive_until(second_subscriber, 1)
+        assert [m.body for m in theirs] == [sent.body]
+        assert second_subscriber.ack(theirs) == []
+        mine[0].attempt += 1
+        transport.nack(mine, delay=0.0)
+        again = receive_until(transport, 1)
+        assert [m.body for m in again] == [sent.body]
+        transport.nack(again, delay=0.5)  # a hand-back with a delay as well
+        last = receive_until(transport, 1, timeout=5.0)
+        assert [m.body for m in last] == [sent.body]
+        assert transport.ack(last) == []
+        # The other subscriber saw the message once, and neither copy since.
+        wait = min(second_subscriber.lease_s, 3.0) + 1.0
+        assert receive_until(second_subscriber, 1, timeout=wait) == []
 
     def test_nack_with_delay_redelivers_after_the_delay(self, transport: Transport) -> None:
         if not transport.acknowledges:

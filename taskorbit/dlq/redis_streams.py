@@ -1,14 +1,19 @@
 """The Redis Streams dead-letter stream (``<stream>:dlq`` by default).
 
-Entries are read with XRANGE (oldest first); redrive XADDs the copy to the main
-stream through the transport's own ``publish`` and only then XDELs the DLQ entry.
+Entries are read with XRANGE (oldest first). Redrive differs from the other
+queues: a dead-letter entry records the consumer group that dead-lettered it, and
+the copy goes back to that group's retry stream, not to the shared stream every
+group reads (which would run it again in groups that had handled it). The copy and
+the delete are one script per batch, copy first; the copy is the entry as stored,
+so a message that was malformed goes back byte for byte. Entries without a group
+(written before groups were recorded) go to the shared stream.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterator
 
-from taskorbit.dlq import DeadLetter, Letters
+from taskorbit.dlq import DeadLetter, Letters, Selection, take
 from taskorbit.dlq.browsable import BrowsableDeadLetterQueue
 from taskorbit.transports._redis_connect import translated
 from taskorbit.transports.redis_streams import RedisStreamsTransport
@@ -36,3 +41,23 @@ class RedisStreamsDeadLetterQueue(BrowsableDeadLetterQueue):
         if letters:
             with translated():
                 self.client.xdel(self.key, *(str(x.message.receipt) for x in letters))
+
+    def redrive(
+        self, selection: Selection, *, limit: int | None = None, dry_run: bool = False
+    ) -> Letters:
+        """Copy each matching letter back to its group, then delete it (one script).
+
+        The report of an entry trimmed before it was acked has no topic and no body:
+        there is nothing to redrive, so it is neither chosen nor deleted (purge it)."""
+        chosen = take((x for x in self._letters() if _has_content(x)), selection, limit)
+        if dry_run:
+            return chosen
+        done: set[str] = set()
+        for batch in self._pages(chosen):
+            done.update(self.transport.redrive_dead_letters([x.message for x in batch]))
+        # A letter deleted meanwhile (a concurrent purge) was not redriven.
+        return [x for x in chosen if str(x.message.receipt) in done]
+
+
+def _has_content(letter: DeadLetter) -> bool:
+    return bool(letter.message.topic or letter.message.body)

@@ -85,8 +85,10 @@ class SQSDeadLetterQueue:
                     act(matched)
                 chosen += matched
         finally:
+            # Released in place, never re-sent as copies: a copy would get a new
+            # MessageId, which ``show`` and ``redrive`` select by.
             with contextlib.suppress(Exception):
-                self.reader.nack(held, 0.0)
+                self.reader.release(held)
         return chosen
 
     def list(self, limit: int = 100, selection: Selection | None = None) -> Letters:

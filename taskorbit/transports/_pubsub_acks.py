@@ -55,6 +55,18 @@ class AckIdCalls:
             failures.extend(self._settle(chunk, "acknowledge", call))
         return failures
 
+    def acknowledge_quietly(self, ack_ids: list[str]) -> None:
+        """Acknowledge what was never handed out; a failure is logged, not raised."""
+        try:
+            for chunk in chunks(ack_ids, ACK_IDS_PER_CALL):
+                self._subscriber.acknowledge(
+                    subscription=self._subscription,
+                    ack_ids=list(chunk),
+                    timeout=self._rpc_timeout_s,
+                )
+        except gexc.GoogleAPICallError as error:
+            log.warning("could not acknowledge %d skipped messages: %s", len(ack_ids), error)
+
     def modify(self, messages: Sequence[Message], seconds: int, what: str) -> None:
         """Set the ack deadline of ``messages`` to ``seconds`` from now (0 = nack)."""
 

@@ -13,7 +13,7 @@ from botocore.config import Config
 
 from taskorbit.message import Message
 from taskorbit.transports._sqs_errors import translated
-from taskorbit.transports._sqs_wire import MAX_BATCH, batches
+from taskorbit.transports._sqs_wire import MAX_BATCH, batches, receipt_of
 
 log = logging.getLogger("taskorbit.transports.sqs")
 
@@ -84,7 +84,11 @@ def change_visibility(
     """ChangeMessageVisibilityBatch, 10 at a time, to ``seconds(message)`` each."""
     for chunk in chunks(messages):
         entries = [
-            {"Id": str(i), "ReceiptHandle": m.receipt, "VisibilityTimeout": max(0, seconds(m))}
+            {
+                "Id": str(i),
+                "ReceiptHandle": receipt_of(m).handle,
+                "VisibilityTimeout": max(0, seconds(m)),
+            }
             for i, m in enumerate(chunk)
         ]
         with translated("ChangeMessageVisibilityBatch", queue_url):

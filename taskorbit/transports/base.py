@@ -8,9 +8,28 @@ Threading: ``receive`` is called from the poller thread(s), ``ack``/``nack``/
 thread. Implementations must be safe for that (one client per thread, or a client
 that is itself thread-safe, as boto3 clients and redis-py pools are).
 
-Delivery counts: a received message's ``attempt`` is the broker's delivery count
-(1 on first delivery). A message that comes back through ``nack`` is delivered with a
-larger count. Transports whose broker keeps none carry ``ATTEMPT_ATTR`` themselves.
+The settlement invariant (docs/semantics.md) rests on four promises of every
+transport:
+
+1. ``receive`` never raises because of one message. An entry whose envelope it
+   cannot read (a missing topic, an attempt of ``"abc"``, a not-before of ``inf``,
+   undecodable base64) is returned like the others, with ``Message.malformed`` set
+   to a reason that names the field; the worker dead-letters it and its
+   neighbours run.
+2. ``nack`` gives a message back carrying ``message.attempt`` as the attempt of
+   its next delivery. The runtime sets it first: one more than the run that failed
+   for a retry, unchanged for a message handed back without running (shutdown, not
+   yet due, a duplicate whose twin is still running), so a graceful hand-back uses
+   no attempt. Where the broker counts deliveries itself (SQS
+   ApproximateReceiveCount, Pub/Sub delivery_attempt), the transport remembers at
+   receive what the broker will report next and, when that differs, carries the
+   difference (a re-sent copy with ``ATTEMPT_ATTR``) or says in its docs why it
+   cannot. Attempts therefore only grow, and a handler runs at most
+   ``max_retries + 1`` times.
+3. A retry or hand-back reaches only the consumer group or subscription that
+   handed it back, never the other subscribers of the topic.
+4. ``dead_letter`` accepts a malformed message and keeps what was received (body
+   and attributes as they arrived) beside the reason.
 
 Delays: ``nack(delay=)`` and a published message's ``not_before`` may be any length.
 A transport carries what its broker supports natively (SQS visibility up to 12 h,
@@ -73,7 +92,10 @@ class Transport(abc.ABC):
     def receive(self, max_messages: int, timeout: float) -> list[Message]:
         """Return up to ``max_messages`` messages, waiting up to ``timeout`` seconds
         for the first one (long poll). Return ``[]`` when none arrived in time.
-        Sets ``attempt``, ``receipt``, ``received_at`` and ``not_before``."""
+        Sets ``attempt``, ``receipt``, ``received_at`` and ``not_before``, and
+        ``malformed`` on a message whose envelope cannot be read (never raises for
+        one message; raises :class:`~taskorbit.errors.TransportError` only when the
+        call itself failed)."""
 
     @abc.abstractmethod
     def ack(self, messages: Sequence[Message]) -> list[AckFailure]:
@@ -84,9 +106,10 @@ class Transport(abc.ABC):
 
     @abc.abstractmethod
     def nack(self, messages: Sequence[Message], delay: float = 0.0) -> None:
-        """Give ``messages`` back to the broker, to be redelivered after ``delay``
-        seconds with a larger delivery count. ``delay=0`` releases them at once
-        (used at shutdown for messages that never started)."""
+        """Give ``messages`` back to this consumer group / subscription only, to be
+        redelivered after ``delay`` seconds carrying ``message.attempt`` (which the
+        runtime has set to the attempt of that next delivery; see the module
+        docstring). ``delay=0`` releases them at once."""
 
     def extend(self, messages: Sequence[Message], seconds: float) -> None:  # noqa: B027
         """Keep ``messages`` invisible to other consumers for ``seconds`` more.
@@ -96,7 +119,8 @@ class Transport(abc.ABC):
     def dead_letter(self, message: Message, reason: str) -> None:
         """Move ``message`` to the dead-letter queue with ``reason`` and its attempt
         count, then remove it from the main queue. Never loses it: the copy is made
-        before the original is removed."""
+        before the original is removed. A malformed message's copy keeps what was
+        received as it arrived."""
 
     @abc.abstractmethod
     def publish(self, messages: Sequence[Message]) -> list[str]:

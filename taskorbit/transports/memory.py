@@ -2,7 +2,8 @@
 
 It behaves like a small broker: published messages wait in a queue, a received
 message stays "in flight" until it is acked, nacked or dead-lettered, a nack
-delivers it again with a larger attempt, and delays are honoured. Everything lives
+delivers it again carrying the attempt the runtime set on it, and delays are
+honoured. Everything lives
 in this process's memory, so a crash loses it, by design.
 
 For tests: ``dead_letters`` lists what was dead-lettered (with reason and attempts
@@ -30,7 +31,11 @@ class MemoryTransport(Transport):
     durable = False
     max_batch = 4096
 
-    def __init__(self) -> None:
+    def __init__(self, *, ordered: bool = False) -> None:
+        #: Deliver like an SQS FIFO queue: while a message of an ordering key is in
+        #: flight or delayed, no other message of that key is handed out, and the
+        #: messages of a key come out in the order they were published.
+        self.ordered = ordered
         # Hot paths take the plain lock (a C-level context manager) and notify only
         # when someone waits: Condition's own __enter__ and notify_all are Python
         # code and cost more than the rest of a one-message publish.
@@ -56,7 +61,7 @@ class MemoryTransport(Transport):
             # per message would cost more than the rest of publish).
             for m in messages:
                 m.id = f"mem-{next(self._ids)}"
-                m.attempt = 0
+                m.attempt = 1
                 ids.append(m.id)
                 if m.not_before is not None and m.not_before > now:
                     heapq.heappush(self._delayed, (m.not_before, next(self._seq), m))
@@ -93,15 +98,35 @@ class MemoryTransport(Transport):
                 if self._delayed:
                     remaining = min(remaining, max(0.0, self._delayed[0][0] - time.time()))
                 self._wait(remaining)
-            count = min(max_messages, len(self._ready))
-            popleft = self._ready.popleft
-            batch = [popleft() for _ in range(count)]
+            if self.ordered:
+                batch = self._take_in_key_order(max_messages)
+                if not batch:
+                    self._wait(max(0.0, min(0.05, deadline - time.monotonic())))
+                    return []
+            else:
+                count = min(max_messages, len(self._ready))
+                popleft = self._ready.popleft
+                batch = [popleft() for _ in range(count)]
             now = time.monotonic()
             for m in batch:
-                m.attempt += 1
                 m.received_at = now
                 self._in_flight[m.id] = m
         return batch
+
+    def _take_in_key_order(self, max_messages: int) -> list[Message]:
+        """Ready messages whose key has nothing out, in publish order (so each key's
+        come out in its own order). Called with self._lock held; O(queue) per call,
+        which suits a test double."""
+        busy = {m.ordering_key for m in self._in_flight.values()}
+        busy.update(m.ordering_key for _, _, m in self._delayed)
+        busy.discard(None)
+        eligible = [m for m in self._ready if m.ordering_key not in busy]
+        eligible.sort(key=_publish_order)
+        taken = eligible[:max_messages]
+        if taken:
+            chosen = {id(m) for m in taken}
+            self._ready = deque(m for m in self._ready if id(m) not in chosen)
+        return taken
 
     def _promote_due(self, now: float) -> None:
         while self._delayed and self._delayed[0][0] <= now:
@@ -128,6 +153,8 @@ class MemoryTransport(Transport):
                     continue
                 if delay > 0:
                     heapq.heappush(self._delayed, (due, next(self._seq), m))
+                elif self.ordered and m.ordering_key is not None:
+                    self._ready.appendleft(m)  # first in line again, as in a FIFO group
                 else:
                     self._ready.append(m)
             self._wake()
@@ -164,3 +191,7 @@ class MemoryTransport(Transport):
                     return False
                 self._wait(min(remaining, 0.05))
         return True
+
+
+def _publish_order(message: Message) -> int:
+    return int(message.id[4:])  # "mem-<n>", numbered in publish order

@@ -10,14 +10,28 @@ Verbs and the RPCs they make::
 
     receive     pull(max_messages=n)           + one modify_ack_deadline for messages
                                                  whose not-before is still ahead
+                                               + one acknowledge for retry copies
+                                                 meant for another subscription
     ack         acknowledge, 1,000 ack ids a call
-    nack        modify_ack_deadline(delay)     when Pub/Sub counts deliveries and
-                                                 delay <= max_delay_native
-                otherwise publish a copy (attempt + 1, not-before), then acknowledge
+    nack        modify_ack_deadline(delay)     when the delay fits (<= max_delay_native)
+                                                 and the next delivery will be read
+                                                 with the attempt the runtime set
+                otherwise publish a copy for this subscription only (the attempt,
+                the not-before, taskorbit-for-subscription), then acknowledge
     extend      modify_ack_deadline, 1,000 ack ids a call
     dead_letter publish to dlq_topic then acknowledge; without dlq_topic, nack and
                 let the subscription's dead-letter policy forward it
     publish     PublisherClient.publish (its batching), then wait for every future
+
+Why retries are copies only when they must be: a copy goes to the topic, so every
+subscription of it receives one. Pub/Sub cannot publish to one subscription, so a
+copy names its subscription in ``taskorbit-for-subscription`` and the others
+acknowledge it unread (one wasted delivery each, none with a subscription filter).
+A nack in place (``modify_ack_deadline``) reaches only this subscription and keeps
+the message's place among its ordering key, but it cannot change what the next
+delivery says: Pub/Sub adds one to ``delivery_attempt`` (dead-letter policy) or,
+without a policy, the carried ``taskorbit-attempt`` stays. ``nack`` therefore goes
+in place exactly when that comes out as the attempt the runtime asked for.
 """
 
 from __future__ import annotations
@@ -46,11 +60,13 @@ from taskorbit.transports._pubsub_errors import translate
 from taskorbit.transports._pubsub_flow import ByteBudget
 from taskorbit.transports._pubsub_publish import Publishers
 from taskorbit.transports._pubsub_wire import (
+    FOR_SUBSCRIPTION_ATTR,
     Receipt,
     attempt_of,
     check_size,
-    parse_not_before,
+    is_copy_for_another,
     project_of,
+    read_envelope,
     resource_path,
     user_attributes,
     wire_attributes,
@@ -143,6 +159,9 @@ class PubSubTransport(Transport):
         self._acks: AckIdCalls | None = None
         self._budget = ByteBudget(max_bytes)
         self._condemned: OrderedDict[str, None] = OrderedDict()  # guarded by _lock
+        #: Retry copies meant for other subscriptions, acknowledged unread; guarded
+        #: by _lock. For tests and curiosity.
+        self.skipped_copies = 0
         if create:
             self._create_missing()
 
@@ -181,8 +200,15 @@ class PubSubTransport(Transport):
         messages: list[Message] = []
         hops: dict[int, list[str]] = {}  # deadline -> ack ids of messages sent back
         dead: list[Message] = []
+        not_ours: list[str] = []  # ack ids of retry copies for other subscriptions
         for received in response.received_messages:
-            message = self._to_message(received, received_at)
+            if is_copy_for_another(received.message.attributes, subscription):
+                not_ours.append(received.ack_id)
+                continue
+            try:
+                message = self._to_message(received, received_at)
+            except Exception as error:  # one message never fails its batch (promise 1)
+                message = self._unreadable(received, received_at, error)
             if self._is_condemned(message.id):
                 if self._dlq_topic is not None:
                     dead.append(message)  # its copy is in the DLQ topic already
@@ -199,6 +225,8 @@ class PubSubTransport(Transport):
                 )
             else:
                 messages.append(message)
+        if not_ours:
+            self._skip(not_ours)
         for seconds, ack_ids in hops.items():
             self._ack_ids().modify_quietly(ack_ids, seconds)
         if dead:
@@ -207,29 +235,74 @@ class PubSubTransport(Transport):
         return messages
 
     def _to_message(self, received: Any, received_at: float) -> Message:
+        """One pulled message, read on its own: an envelope taskorbit cannot read
+        comes back with ``malformed`` set (promise 1 of transports/base.py)."""
         wire = received.message
         attributes = dict(wire.attributes)
-        not_before = parse_not_before(attributes)
+        envelope = read_envelope(attributes)
         delivery_attempt = int(received.delivery_attempt or 0)
         size = len(wire.data) + sum(len(k) + len(v) for k, v in attributes.items())
+
+        def attempt(deliveries: int) -> int:
+            return attempt_of(
+                envelope.base_attempt,
+                deliveries,
+                publish_time=wire.publish_time.timestamp(),
+                not_before=envelope.not_before,
+                hop_s=self._max_delay_native,
+                redelay_threshold_s=self._redelay_threshold_s,
+            )
+
+        # What the next delivery will say after an in-place nack: Pub/Sub adds one
+        # to delivery_attempt; without its count the carried attribute stays.
+        in_place = attempt(delivery_attempt + 1) if delivery_attempt > 0 else attempt(0)
         return Message(
             topic=attributes.get(TOPIC_ATTR) or self._default_topic,
             body=bytes(wire.data),
             attributes=user_attributes(attributes),
             id=wire.message_id,
-            attempt=attempt_of(
-                attributes,
-                delivery_attempt,
-                publish_time=wire.publish_time.timestamp(),
-                not_before=not_before,
-                hop_s=self._max_delay_native,
-                redelay_threshold_s=self._redelay_threshold_s,
+            attempt=attempt(delivery_attempt),
+            receipt=Receipt(
+                received.ack_id,
+                delivery_attempt > 0,
+                size,
+                in_place_attempt=in_place,
+                raw_attributes=attributes if envelope.malformed is not None else None,
             ),
-            receipt=Receipt(received.ack_id, delivery_attempt > 0, size),
             ordering_key=wire.ordering_key or None,
-            not_before=not_before,
+            not_before=envelope.not_before,
             received_at=received_at,
+            malformed=envelope.malformed,
         )
+
+    def _unreadable(self, received: Any, received_at: float, error: Exception) -> Message:
+        """A message ``_to_message`` failed on, as plainly as it can be handed over."""
+        wire = received.message
+        attributes = dict(wire.attributes)
+        counted = int(received.delivery_attempt or 0)
+        return Message(
+            topic=attributes.get(TOPIC_ATTR) or self._default_topic,
+            body=bytes(wire.data),
+            attributes=user_attributes(attributes),
+            id=wire.message_id,
+            attempt=max(1, counted),
+            receipt=Receipt(
+                received.ack_id, counted > 0, len(wire.data), raw_attributes=attributes
+            ),
+            received_at=received_at,
+            malformed=f"unreadable envelope: {type(error).__name__}: {error}",
+        )
+
+    def _skip(self, ack_ids: list[str]) -> None:
+        """Acknowledge retry copies meant for another subscription, unread."""
+        log.debug(
+            "acknowledging %d retry copies meant for other subscriptions of the topic",
+            len(ack_ids),
+        )
+        with self._lock:
+            self.skipped_copies += len(ack_ids)
+        # A failed ack only means they come back after the deadline, to be skipped again.
+        self._ack_ids().acknowledge_quietly(ack_ids)
 
     # -- settle -------------------------------------------------------------------
 
@@ -244,10 +317,7 @@ class PubSubTransport(Transport):
         in_place: dict[int, list[Message]] = {}
         copies: list[Message] = []
         for message in messages:
-            waiting = message.not_before is not None and message.not_before > now
-            if waiting or (receipt_of(message).broker_counted and delay <= self._max_delay_native):
-                # Waiting for its not-before is not an attempt; a broker-counted
-                # redelivery raises delivery_attempt by itself.
+            if self._fits_in_place(message, delay, now):
                 in_place.setdefault(self._deadline_for(delay), []).append(message)
             else:
                 copies.append(message)
@@ -256,6 +326,32 @@ class PubSubTransport(Transport):
         for seconds, group in in_place.items():
             self._ack_ids().modify(group, seconds, "nack")
         self._budget.release(receipt_of(m).ack_id for m in messages)
+
+    def _fits_in_place(self, message: Message, delay: float, now: float) -> bool:
+        """Whether ``modify_ack_deadline`` can carry this nack: the delay fits and
+        the next delivery will be read with ``message.attempt`` (promise 2)."""
+        receipt = receipt_of(message)
+        # A malformed message is dead-lettered when it comes back; a copy would
+        # rewrite the envelope its dead letter must keep as received.
+        if message.malformed is not None:
+            return True
+        # Longer than Pub/Sub carries, unless the message's own not-before (still in
+        # its attributes) covers the rest: receive re-delays it in hops.
+        covered = (
+            message.not_before is not None
+            and message.not_before >= now + delay - self._redelay_threshold_s
+        )
+        if delay > self._max_delay_native and not covered:
+            return False
+        if message.attempt == receipt.in_place_attempt:
+            return True
+        # A keyed message on an ordered subscription stays in its key's line: a
+        # copy would go behind the key's later messages. A hand-back with a
+        # dead-letter policy then costs one attempt (the count is one high, as on
+        # SQS FIFO); a count that would go down (a retry without a policy, local
+        # retries) still needs a copy, so that max_retries holds.
+        keeps_order = self.ordered and message.ordering_key is not None
+        return keeps_order and message.attempt < receipt.in_place_attempt
 
     def extend(self, messages: Sequence[Message], seconds: float) -> None:
         self._ack_ids().modify(messages, min(math.ceil(seconds), MAX_ACK_DEADLINE_S), "extend")
@@ -268,9 +364,15 @@ class PubSubTransport(Transport):
             self._ack_ids().modify([message], self._condemned_deadline(message), "dead-letter nack")
             self._budget.release([receipt_of(message).ack_id])
             return
-        attributes = wire_attributes(
-            Message(topic=message.topic, body=b"", attributes=message.attributes)
-        )
+        raw = receipt_of(message).raw_attributes
+        if raw is not None:
+            # Malformed: keep what arrived (promise 4), all but the routing of a
+            # retry copy, which would hide it from readers of the DLQ topic.
+            attributes = {k: v for k, v in raw.items() if k != FOR_SUBSCRIPTION_ATTR}
+        else:
+            attributes = wire_attributes(
+                Message(topic=message.topic, body=b"", attributes=message.attributes)
+            )
         attributes[DLQ_REASON_ATTR] = reason[:MAX_REASON_CHARS]
         attributes[DLQ_ATTEMPTS_ATTR] = str(message.attempt)
         attributes[DLQ_TIME_ATTR] = repr(time.time())
@@ -282,25 +384,26 @@ class PubSubTransport(Transport):
             log.warning("dead-lettered %s but its ack failed: %s", message.id, failure.reason)
 
     def _republish(self, messages: Sequence[Message], delay: float, now: float) -> None:
-        """Copies carry attempt + 1 (and a not-before when delayed); originals are
+        """Copies for this subscription only, carrying the attempt the runtime set
+        and the later of the message's not-before and now + delay. Originals are
         acknowledged only after every copy is confirmed, so none is lost."""
         topic = self._topic or self._topic_of_subscription()
         prepared = []
         for message in messages:
+            # The later of its own not-before (an ETA must survive a hand-back)
+            # and the delay asked for; none when both are past.
+            due = max(message.not_before or 0.0, now + delay if delay > 0 else 0.0)
             copy = Message(
                 topic=message.topic,
                 body=message.body,
                 attributes=message.attributes,
                 ordering_key=message.ordering_key,
-                not_before=now + delay if delay > 0 else None,
+                not_before=due if due > now else None,
             )
-            prepared.append(
-                (
-                    copy.body,
-                    wire_attributes(copy, attempt=message.attempt + 1),
-                    copy.ordering_key or "",
-                )
+            attributes = wire_attributes(
+                copy, attempt=message.attempt, for_subscription=self._subscription
             )
+            prepared.append((copy.body, attributes, copy.ordering_key or ""))
         self._publishers.publish(topic, prepared)
         for failure in self.ack(messages):
             log.warning(
@@ -325,6 +428,8 @@ class PubSubTransport(Transport):
 
     def _deadline_for(self, delay: float) -> int:
         """Whole seconds, rounded up so nothing comes back early, capped natively."""
+        if not math.isfinite(delay):
+            return self._max_delay_native if delay > 0 else 0
         return min(max(0, math.ceil(delay)), self._max_delay_native)
 
     def _condemned_deadline(self, message: Message) -> int:

@@ -1,16 +1,29 @@
 """Redis Streams: a durable, at-least-once transport on one stream and consumer group.
 
-Keys (``stream="taskorbit"``):
+Keys (``stream="taskorbit"``, ``group="g"``):
 
-====================  ==============================================================
-``taskorbit``         the stream; one entry per message
-``taskorbit:delayed`` sorted set of messages waiting for their due time (score)
-``taskorbit:dlq``     dead-letter stream: the original fields plus reason, attempts, time
-====================  ==============================================================
+=========================  ==========================================================
+``taskorbit``              the shared stream; one entry per published message
+``taskorbit:delayed``      sorted set of published messages waiting for their ETA
+``taskorbit:retry:g``      group g's retry stream: its hand-backs, due now
+``taskorbit:delayed:g``    group g's delayed set: its hand-backs with a delay
+``taskorbit:dlq``          dead-letter stream: the original fields plus reason,
+                           attempts, time and group
+=========================  ==========================================================
+
+Why a retry stream per group: several consumer groups may read one stream (each is
+a subscriber). A hand-back (``nack``) re-added to the shared stream would run again
+in every group, so it goes to streams only its own group reads; a consumer reads
+the shared stream and its group's retry stream in one XREADGROUP. A published
+message with a not-before is for every group, so it waits in the shared delayed set.
 
 An entry's fields: ``topic``, ``body``, ``attrs`` (JSON, only when there are
-attributes), ``attempt`` (only on re-published entries: the attempt the next delivery
-is), ``id`` (the message id, kept across re-publishes), ``okey`` (ordering key).
+attributes), ``attempt`` (only on handed-back entries: the attempt the next delivery
+is), ``id`` (the message id, kept across hand-backs), ``okey`` (ordering key).
+Anything else a producer wrote is ignored; an entry whose fields cannot be read
+(no topic, ``attrs`` that are not a JSON object of strings, an attempt of ``"abc"``)
+is received with ``Message.malformed`` naming the field, so that the worker
+dead-letters it while its batch runs.
 
 Attempt numbers: a received message's attempt is the carried ``attempt`` (1 if
 absent) plus the entry's delivery count in the pending list minus one. A worker that
@@ -23,12 +36,13 @@ See docs/transports/redis.md for the full semantics and configuration.
 
 from __future__ import annotations
 
+import math
 import os
 import socket
 import time
 import uuid
 from collections.abc import Iterable, Sequence
-from typing import Any, ClassVar
+from typing import Any, ClassVar, NamedTuple
 
 import msgspec
 import redis
@@ -56,11 +70,16 @@ from taskorbit.transports.base import AckFailure, Transport
 _json_encode = msgspec.json.Encoder().encode
 _json_decode = msgspec.json.Decoder(dict[str, str]).decode
 
+#: The consumer group that dead-lettered a message, on the messages that
+#: :meth:`RedisStreamsTransport.dead_letters` returns.
+DLQ_GROUP_ATTR = "taskorbit-dlq-group"
+
 # Dead-letter entries carry these fields beside the original ones.
 _DLQ_FIELDS = {
     b"dlq-reason": DLQ_REASON_ATTR,
     b"dlq-attempts": DLQ_ATTEMPTS_ATTR,
     b"dlq-time": DLQ_TIME_ATTR,
+    b"dlq-group": DLQ_GROUP_ATTR,
 }
 # Members per delayed-set move and ids per extend script call: bounded so that one
 # script never blocks the server for long.
@@ -70,6 +89,22 @@ _SCRIPT_CHUNK = 500
 def default_consumer_name() -> str:
     """hostname-pid-random: unique per transport, readable in XINFO CONSUMERS."""
     return f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
+
+
+def retry_stream_of(stream: str, group: str) -> str:
+    """The stream that holds consumer group ``group``'s hand-backs of ``stream``."""
+    return f"{stream}:retry:{group}"
+
+
+class EntryReceipt(NamedTuple):
+    """The receipt of an entry that is not simply pending in the shared stream: one
+    in the group's retry stream, or one that was gone (trimmed or deleted) when
+    XAUTOCLAIM came across it. An entry of the shared stream has its entry id, a
+    plain str, as receipt: cheaper on the hot path."""
+
+    stream: str
+    entry_id: str
+    gone: bool = False
 
 
 class RedisStreamsTransport(Transport):
@@ -123,6 +158,10 @@ class RedisStreamsTransport(Transport):
         self.consumer = consumer or default_consumer_name()
         self.dlq_stream = dlq_stream or f"{stream}:dlq"
         self.delayed_key = delayed_key or f"{stream}:delayed"
+        # This group's own hand-backs: only its consumers read these two keys.
+        self.retry_stream = retry_stream_of(stream, group)
+        self.group_delayed_key = f"{stream}:delayed:{group}"
+        self._retry_stream_b = self.retry_stream.encode()
         self.lease_s = lease_s
         self.claim_idle_s = claim_idle_s
         # Claiming more often than a fraction of the idle time gains nothing: nothing
@@ -144,6 +183,7 @@ class RedisStreamsTransport(Transport):
                 "DEAD_LETTER",
                 "CLAIM_IDLE",
                 "EXTEND",
+                "REDRIVE",
             )
         }
         self._group_ready = False
@@ -152,6 +192,11 @@ class RedisStreamsTransport(Transport):
         self._next_move_at = 0.0
         self._next_claim_at = 0.0
         self._claim_cursor = "0-0"
+        self._retry_claim_cursor = "0-0"
+        # Entries one XREADGROUP delivered beyond what receive was asked for (COUNT
+        # applies to each of its two streams); handed over first by the next
+        # receive. Touched only by the poller thread and by close().
+        self._carried: list[Message] = []
         self._reconnector = Reconnector(f"redis-streams consumer {self.consumer}")
 
     # -- receiving -------------------------------------------------------------
@@ -181,9 +226,9 @@ class RedisStreamsTransport(Transport):
         now = time.monotonic()
         if now >= self._next_move_at:
             self._move_due()
-        messages: list[Message] = []
-        if now >= self._next_claim_at:
-            messages = self._claim_idle(max_messages)
+        messages = self._take_carried(max_messages) if self._carried else []
+        if now >= self._next_claim_at and len(messages) < max_messages:
+            messages += self._claim_idle(max_messages - len(messages))
         wanted = max_messages - len(messages)
         if wanted > 0:
             # Never block when we already have something to hand over; otherwise
@@ -196,59 +241,105 @@ class RedisStreamsTransport(Transport):
         return max(0.0, self._next_move_at - time.monotonic())
 
     def _read_new(self, count: int, block_s: float) -> list[Message]:
+        """XREADGROUP on the shared stream and the group's retry stream at once."""
         block_ms = int(block_s * 1000)
         with translated():
             reply = self.client.xreadgroup(
                 self.group,
                 self.consumer,
-                {self.stream: ">"},
+                {self.stream: ">", self.retry_stream: ">"},
                 count=count,
                 block=block_ms if block_ms > 0 else None,
             )
         received_at = time.monotonic()
         messages = []
-        for _stream, entries in _stream_replies(reply):
+        for stream, entries in _stream_replies(reply):
+            retry = self.retry_stream if stream == self._retry_stream_b else None
             for entry_id, fields in entries:
-                messages.append(_to_message(entry_id, fields, 1, received_at))
+                messages.append(_to_message(entry_id, fields, 1, received_at, retry))
+        if len(messages) > count:
+            # Both streams had entries: keep the surplus for the next receive rather
+            # than hand the runtime more than it has room for.
+            self._carried.extend(messages[count:])
+            del messages[count:]
         return messages
 
+    def _take_carried(self, count: int) -> list[Message]:
+        """Up to ``count`` carried entries. Ones that waited here long (the ring was
+        full) get their idle time reset first, since the runtime's lease keeper
+        starts counting only now; one that another consumer claimed meanwhile is
+        theirs and is dropped from our hands."""
+        taken = self._carried[:count]
+        now = time.monotonic()
+        stale = [m for m in taken if now - m.received_at > self.lease_s / 4]
+        if stale:
+            kept = set(map(_text, self._extend(stale)))
+            lost = {id(m) for m in stale if _locate(self.stream, m.receipt)[1] not in kept}
+            taken = [m for m in taken if id(m) not in lost]
+        del self._carried[:count]
+        for m in taken:
+            m.received_at = now
+        return taken
+
     def _claim_idle(self, count: int) -> list[Message]:
-        """Claim entries idle for claim_idle_s: left by dead consumers, or by this
-        consumer's earlier life. They are handed to the runtime to be processed."""
+        """Claim entries idle for claim_idle_s in both streams: left by dead
+        consumers, or by this consumer's earlier life. They are handed to the runtime
+        to be processed. Entries trimmed while pending are reported as malformed
+        messages, so that the runtime dead-letters (and logs) them."""
         with translated():
-            cursor, entries, counts = self._scripts["CLAIM_IDLE"](
-                keys=[self.stream],
+            reply = self._scripts["CLAIM_IDLE"](
+                keys=[self.stream, self.retry_stream],
                 args=[
                     self.group,
                     self.consumer,
                     int(self.claim_idle_s * 1000),
                     self._claim_cursor,
+                    self._retry_claim_cursor,
                     count,
                 ],
             )
-        self._claim_cursor = cursor.decode() if isinstance(cursor, bytes) else str(cursor)
+        received_at = time.monotonic()
+        messages: list[Message] = []
+        cursors: list[str] = []
+        for where, part in ((None, reply[:4]), (self.retry_stream, reply[4:])):
+            cursor, entries, counts, gone = part
+            cursors.append(_text(cursor))
+            for (entry_id, fields), deliveries in zip(entries, counts, strict=True):
+                messages.append(_to_message(entry_id, fields, int(deliveries), received_at, where))
+            if gone:
+                stream = where or self.stream
+                log.warning(
+                    "%d entries of %s were trimmed or deleted before they were acked; "
+                    "reporting them to be dead-lettered",
+                    len(gone),
+                    stream,
+                )
+                messages += [_gone_message(stream, _text(i), received_at) for i in gone]
+        self._claim_cursor, self._retry_claim_cursor = cursors
         # A full batch means more may be waiting: look again on the next receive.
-        more = len(entries) >= count and self._claim_cursor != "0-0"
-        self._next_claim_at = time.monotonic() + (0.0 if more else self.claim_interval_s)
-        if entries:
+        self._next_claim_at = time.monotonic() + (
+            0.0 if len(messages) >= count else self.claim_interval_s
+        )
+        if messages:
             log.info(
                 "claimed %d idle entries from %s for consumer %s",
-                len(entries),
+                len(messages),
                 self.stream,
                 self.consumer,
             )
-        received_at = time.monotonic()
-        return [
-            _to_message(entry_id, fields, int(deliveries), received_at)
-            for (entry_id, fields), deliveries in zip(entries, counts, strict=True)
-        ]
+        return messages
 
     def _move_due(self) -> None:
-        """Move due delayed messages into the stream (atomically, in Lua)."""
+        """Move due delayed messages into their streams (atomically, in Lua)."""
         while True:
             with translated():
                 moved, next_due = self._scripts["MOVE_DUE"](
-                    keys=[self.delayed_key, self.stream],
+                    keys=[
+                        self.delayed_key,
+                        self.stream,
+                        self.group_delayed_key,
+                        self.retry_stream,
+                    ],
                     args=[repr(time.time()), _SCRIPT_CHUNK, self._trim()],
                 )
             if moved < _SCRIPT_CHUNK:
@@ -261,51 +352,84 @@ class RedisStreamsTransport(Transport):
     def _ensure_group(self) -> None:
         if self._group_ready:
             return
-        try:
-            with translated():
-                # Id 0, not $: messages published before the first worker started count.
-                self.client.xgroup_create(self.stream, self.group, id="0", mkstream=True)
-        except TransportError as exc:
-            if not is_busy_group(exc):
-                raise
+        for stream in (self.stream, self.retry_stream):
+            try:
+                with translated():
+                    # Id 0, not $: messages published before the first worker started
+                    # count, and so do hand-backs added before the group existed.
+                    self.client.xgroup_create(stream, self.group, id="0", mkstream=True)
+            except TransportError as exc:
+                if not is_busy_group(exc):
+                    raise
         self._group_ready = True
 
     # -- settling --------------------------------------------------------------
 
     def ack(self, messages: Sequence[Message]) -> list[AckFailure]:
-        """One XACK (and XDEL when ``delete_acked``) per 500 messages, in one script."""
+        """One XACK (and XDEL when ``delete_acked``; always in the retry stream) per
+        500 messages, in one script."""
         if not messages:
             return []
-        acked = 0
+        acked = asked = 0
         delete = "1" if self.delete_acked else "0"
         for chunk in _chunks(messages, _SCRIPT_CHUNK):
+            shared, retry = _split_receipts(chunk)
+            if not shared and not retry:
+                continue  # only reports of trimmed entries: nothing is pending
+            asked += len(shared) + len(retry)
             with translated():
                 acked += self._scripts["ACK"](
-                    keys=[self.stream], args=[self.group, delete, *(m.receipt for m in chunk)]
+                    keys=[self.stream, self.retry_stream],
+                    args=[self.group, delete, len(shared), *shared, *retry],
                 )
-        if acked < len(messages):
+        if acked < asked:
             # Not pending any more: another consumer claimed and acked it after our
             # lease ran out. Nothing to retry, the message was handled.
-            log.debug(
-                "%d of %d acked entries were no longer pending",
-                len(messages) - acked,
-                len(messages),
-            )
+            log.debug("%d of %d acked entries were no longer pending", asked - acked, asked)
         return []
 
     def nack(self, messages: Sequence[Message], delay: float = 0.0) -> None:
-        """Re-publish with attempt + 1 and ack the original, atomically: at once, or
-        through the delayed set when ``delay`` > 0."""
+        """Hand back to this group only, carrying ``message.attempt``: into the
+        group's retry stream at once, or through its delayed set when ``delay`` > 0;
+        the original is acked in the same script. A malformed entry is copied as
+        stored. A report of a trimmed entry has nothing to hand back and is
+        dead-lettered instead."""
         if not messages:
             return
         due = "" if delay <= 0 else repr(time.time() + delay)
+        delete = "1" if self.delete_acked else "0"
+        gone: list[Message] = []
         for chunk in _chunks(messages, _SCRIPT_CHUNK):
-            args: list[Any] = [self.group, "1" if self.delete_acked else "0", self._trim()]
+            args: list[Any] = [self.group, delete]
             for m in chunk:
-                member = scripts.encode_member(_fields_of(m, attempt=m.attempt + 1))
-                args += [m.receipt, due, member]
+                receipt = m.receipt
+                if receipt.__class__ is str:
+                    args += ["s", receipt, due]
+                elif receipt.gone:
+                    gone.append(m)
+                    continue
+                else:
+                    args += ["r", receipt.entry_id, due]
+                if m.malformed is None:
+                    args.append(scripts.encode_member(_fields_of(m, attempt=m.attempt)))
+                else:
+                    args.append(scripts.new_nonce())  # copy the entry as stored
+            if len(args) == 2:
+                continue
             with translated():
-                self._scripts["REQUEUE"](keys=[self.stream, self.delayed_key], args=args)
+                _done, lost = self._scripts["REQUEUE"](
+                    keys=[self.stream, self.retry_stream, self.group_delayed_key], args=args
+                )
+            if lost:
+                # Malformed entries trimmed while we held them: their reports go on.
+                where = {_locate(self.stream, m.receipt)[1]: m.receipt for m in chunk}
+                for entry_id in map(_text, lost):
+                    stream = _locate(self.stream, where[entry_id])[0]
+                    gone.append(_gone_message(stream, entry_id, time.monotonic()))
+        for m in gone:
+            # Worded as the runtime words the dead letters of malformed messages.
+            log.warning("%s: handed back, but there is nothing to hand back", m.malformed)
+            self.dead_letter(m, f"malformed message: {m.malformed}")
         if delay > 0:
             # Wake our own mover in time; others find it within move_interval_s.
             self._next_move_at = min(self._next_move_at, time.monotonic() + delay)
@@ -315,31 +439,51 @@ class RedisStreamsTransport(Transport):
         keeps them from being claimed for another ``claim_idle_s``. Redis cannot push
         an entry's idle time into the future, so ``seconds`` beyond that is reached
         by the runtime calling again, as it does every third of ``lease_s``."""
+        self._extend(messages)
+
+    def _extend(self, messages: Sequence[Message]) -> list[Any]:
+        """Extend; the entry ids this consumer still owned and so extended."""
+        extended: list[Any] = []
         for chunk in _chunks(messages, _SCRIPT_CHUNK):
+            shared, retry = _split_receipts(chunk)
+            if not shared and not retry:
+                continue
             with translated():
-                self._scripts["EXTEND"](
-                    keys=[self.stream],
-                    args=[self.group, self.consumer, *(m.receipt for m in chunk)],
+                extended += self._scripts["EXTEND"](
+                    keys=[self.stream, self.retry_stream],
+                    args=[self.group, self.consumer, len(shared), *shared, *retry],
                 )
+        return extended
 
     def dead_letter(self, message: Message, reason: str) -> None:
-        """XADD to the dead-letter stream, then XACK the original, in one script."""
-        fields = _fields_of(message, attempt=message.attempt)
-        fields += [
+        """XADD to the dead-letter stream, then XACK the original, in one script. A
+        malformed message's entry is copied as stored; the report of a trimmed entry
+        writes its id, the reason and the time, all there is left."""
+        stream, entry_id, gone = _locate(self.stream, message.receipt)
+        fields: list[Any] = [
             "dlq-reason",
             reason,
             "dlq-attempts",
             str(message.attempt),
             "dlq-time",
             repr(time.time()),
+            "dlq-group",
+            self.group,
         ]
+        if gone:
+            mode, fields = "gone", ["id", message.id or entry_id, *fields]
+        elif message.malformed is not None:
+            mode = "raw"
+        else:
+            mode, fields = "copy", _fields_of(message, attempt=message.attempt) + fields
+        delete = "1" if self.delete_acked or stream != self.stream else "0"
         with translated():
             copied = self._scripts["DEAD_LETTER"](
-                keys=[self.stream, self.dlq_stream],
-                args=[self.group, "1" if self.delete_acked else "0", message.receipt, *fields],
+                keys=[stream, self.dlq_stream],
+                args=[self.group, delete, entry_id, mode, *fields],
             )
         if not copied:
-            log.debug("dead-letter of %s skipped: no longer pending", message.receipt)
+            log.debug("dead-letter of %s skipped: no longer pending", entry_id)
 
     # -- publishing ------------------------------------------------------------
 
@@ -395,8 +539,8 @@ class RedisStreamsTransport(Transport):
         return ids
 
     def _trim(self) -> str:
-        """The trim argument of the scripts' XADDs (off by default: trimming can drop
-        entries that were never delivered)."""
+        """The trim argument of the scripts' XADDs to the shared stream (off by
+        default: trimming can drop entries that were never delivered)."""
         if self.maxlen is not None:
             return f"MAXLEN {self.maxlen}"
         if self.max_age_s is not None:
@@ -406,22 +550,57 @@ class RedisStreamsTransport(Transport):
     # -- inspection ------------------------------------------------------------
 
     def dead_letters(self, count: int = 100, start: str = "-") -> list[Message]:
-        """The oldest ``count`` dead letters from ``start``; reason, attempts and time
-        are in the attributes under the reserved ``taskorbit-dlq-*`` names."""
+        """The oldest ``count`` dead letters from ``start``; reason, attempts, time
+        and group are in the attributes under the reserved ``taskorbit-dlq-*`` names.
+        An entry that was malformed when it was dead-lettered is returned with
+        ``malformed`` set again and whatever could be read."""
         with translated():
             entries = self.client.xrange(self.dlq_stream, min=start, count=count)
-        return [_to_message(entry_id, fields, 1, 0.0) for entry_id, fields in entries or []]
+        letters = []
+        for entry_id, fields in entries or []:
+            letter = _to_message(entry_id, fields, 1, 0.0)
+            _add_dlq_attributes(letter.attributes, fields or {})
+            letters.append(letter)
+        return letters
+
+    def redrive_dead_letters(self, letters: Sequence[Message]) -> list[str]:
+        """Copy dead letters (as :meth:`dead_letters` returns them) back as stored,
+        minus their ``dlq-*`` fields and attempt, each into the retry stream of the
+        group that dead-lettered it (the shared stream when none is recorded), then
+        delete them from the dead-letter stream, in one script per 500. Returns the
+        dead-letter entry ids redriven; a report of a trimmed entry, which has no
+        content, is left in place."""
+        done: list[str] = []
+        for chunk in _chunks(letters, _SCRIPT_CHUNK):
+            targets: list[str] = []
+            args: list[Any] = []
+            for letter in chunk:
+                group = letter.attributes.get(DLQ_GROUP_ATTR)
+                targets.append(retry_stream_of(self.stream, group) if group else self.stream)
+                args += [str(letter.receipt), "" if group else self._trim()]
+            with translated():
+                ids = self._scripts["REDRIVE"](keys=[self.dlq_stream, *targets], args=args)
+            done += [_text(i) for i in ids]
+        return done
 
     def close(self) -> None:
-        """Remove this consumer from the group when it holds nothing, then disconnect."""
-        try:
-            pending = self.client.xpending_range(
-                self.stream, self.group, min="-", max="+", count=1, consumername=self.consumer
-            )
-            if not pending:
-                self.client.xgroup_delconsumer(self.stream, self.group, self.consumer)
-        except redis.RedisError as exc:
-            log.debug("could not remove consumer %s: %s", self.consumer, exc)
+        """Hand back entries read but never handed over; remove this consumer from
+        the group where it holds nothing; then disconnect."""
+        if self._carried:
+            try:
+                self.nack(self._carried)
+                self._carried = []
+            except TransportError as exc:
+                log.debug("could not hand back %d carried entries: %s", len(self._carried), exc)
+        for stream in (self.stream, self.retry_stream):
+            try:
+                pending = self.client.xpending_range(
+                    stream, self.group, min="-", max="+", count=1, consumername=self.consumer
+                )
+                if not pending:
+                    self.client.xgroup_delconsumer(stream, self.group, self.consumer)
+            except redis.RedisError as exc:
+                log.debug("could not remove consumer %s from %s: %s", self.consumer, stream, exc)
         if self._owns_client:
             self.client.close()
 
@@ -455,46 +634,213 @@ def _is_plain(message: Message, topic: str) -> bool:
     )
 
 
-def _to_message(entry_id: Any, fields: Any, deliveries: int, received_at: float) -> Message:
-    """A stream entry as a Message. ``fields`` is a dict (redis-py) or a flat list
-    (a Lua reply)."""
+def _to_message(
+    entry_id: Any, fields: Any, deliveries: int, received_at: float, retry: str | None = None
+) -> Message:
+    """A stream entry as a Message; never raises. ``fields`` is a dict (redis-py) or
+    a flat list (a Lua reply); ``retry`` names the retry stream the entry is in, or is
+    None for the shared stream."""
     if not isinstance(fields, dict):
-        fields = _pairs(fields)
-    receipt = _text(entry_id)
+        fields = _pairs(fields or [])
+    text_id = _text(entry_id)
+    receipt = text_id if retry is None else EntryReceipt(retry, text_id)
     if len(fields) == 2:
         # Just topic and body, as publish_many writes them. The poller converts whole
         # batches at once while the handler threads wait for the GIL: keep it short.
+        try:
+            return Message(
+                fields[b"topic"].decode(),
+                fields[b"body"],
+                {},
+                text_id,
+                max(1, deliveries),
+                receipt,
+                None,
+                None,
+                received_at,
+            )
+        except (KeyError, UnicodeDecodeError):
+            pass  # two fields, but not these two: read them carefully below
+    return _read_entry(text_id, receipt, fields, deliveries, received_at)
+
+
+def _read_entry(
+    entry_id: str, receipt: Any, fields: dict[Any, Any], deliveries: int, received_at: float
+) -> Message:
+    """An entry with more than topic and body (attributes, a carried attempt, an id:
+    every hand-back): read directly, and carefully (:func:`_read_carefully`) only
+    when something in it is not what taskorbit writes."""
+    try:
+        raw_attrs = fields.get(b"attrs")
+        attributes = _json_decode(raw_attrs) if raw_attrs is not None else {}
+        carried = fields.get(b"attempt")
+        attempt = max(1, deliveries)
+        if carried is not None:
+            if not carried.isdigit() or int(carried) < 1:
+                raise ValueError(carried)
+            attempt = int(carried) + attempt - 1
+        not_before = attributes.get(NOT_BEFORE_ATTR)
+        due = float(not_before) if not_before is not None else None
+        if due is not None and not math.isfinite(due):
+            raise ValueError(not_before)
+        okey = fields.get(b"okey")
+        message_id = fields.get(b"id")
+        if b"unreadable" in fields:
+            raise ValueError("unreadable")
         return Message(
-            fields[b"topic"].decode(),
-            fields[b"body"],
-            {},
-            receipt,
-            max(1, deliveries),
-            receipt,
-            None,
-            None,
-            received_at,
+            topic=fields[b"topic"].decode(),
+            body=fields[b"body"],
+            attributes=attributes,
+            id=message_id.decode() if message_id is not None else entry_id,
+            attempt=attempt,
+            receipt=receipt,
+            ordering_key=okey.decode() if okey else None,
+            not_before=due,
+            received_at=received_at,
         )
-    raw_attrs = fields.get(b"attrs")
-    attributes = _json_decode(raw_attrs) if raw_attrs else {}
-    for field, attr in _DLQ_FIELDS.items():
-        if field in fields:
-            attributes[attr] = fields[field].decode()
-    carried = fields.get(b"attempt")
-    not_before = attributes.get(NOT_BEFORE_ATTR)
-    okey = fields.get(b"okey")
-    message_id = fields.get(b"id")
+    except (KeyError, ValueError, msgspec.MsgspecError):  # UnicodeDecodeError too
+        return _read_carefully(entry_id, receipt, fields, deliveries, received_at)
+
+
+def _read_carefully(
+    entry_id: str, receipt: Any, fields: dict[Any, Any], deliveries: int, received_at: float
+) -> Message:
+    """Every field checked: what cannot be read is named in ``malformed`` (all
+    problems, joined by "; "), whatever can be read is kept, and the attempt falls
+    back to the delivery count."""
+    problems: list[str] = []
+    if b"unreadable" in fields:
+        problems.append("a delayed-set member not in taskorbit's format (kept as 'unreadable')")
+    topic = _text_field(fields, b"topic", problems)
+    if topic is None:
+        problems.append("field 'topic' is missing")
+    body = fields.get(b"body")
+    if body is None:
+        problems.append("field 'body' is missing")
+    attributes = _attributes(fields.get(b"attrs"), problems)
+    carried = _carried_attempt(fields.get(b"attempt"), problems)
+    not_before = _not_before(attributes.get(NOT_BEFORE_ATTR), problems)
+    okey = _text_field(fields, b"okey", problems)
+    message_id = _text_field(fields, b"id", problems)
     return Message(
-        topic=fields[b"topic"].decode(),
-        body=fields[b"body"],
+        topic=topic or "",
+        body=body if isinstance(body, bytes) else b"",
         attributes=attributes,
-        id=message_id.decode() if message_id else receipt,
-        attempt=(int(carried) if carried else 1) + max(0, deliveries - 1),
+        id=message_id or entry_id,
+        attempt=carried + max(0, deliveries - 1) if carried else max(1, deliveries),
         receipt=receipt,
-        ordering_key=okey.decode() if okey else None,
-        not_before=float(not_before) if not_before else None,
+        ordering_key=okey or None,
+        not_before=not_before,
         received_at=received_at,
+        malformed="; ".join(problems) or None,
     )
+
+
+def _text_field(fields: dict[Any, Any], name: bytes, problems: list[str]) -> str | None:
+    raw = fields.get(name)
+    if raw is None:
+        return None
+    try:
+        return raw.decode()  # type: ignore[no-any-return]
+    except UnicodeDecodeError:
+        problems.append(f"field {name.decode()!r} is not UTF-8")
+        return raw.decode("utf-8", "replace")  # type: ignore[no-any-return]
+
+
+def _attributes(raw: bytes | None, problems: list[str]) -> dict[str, str]:
+    if raw is None:
+        return {}
+    try:
+        return _json_decode(raw)
+    except msgspec.MsgspecError as exc:
+        problems.append(f"field 'attrs' is not a JSON object of strings ({exc})")
+        return {}
+
+
+def _carried_attempt(raw: bytes | None, problems: list[str]) -> int | None:
+    """The ``attempt`` field: digits only, at least 1 (None when absent or invalid)."""
+    if raw is None:
+        return None
+    if raw.isdigit() and int(raw) >= 1:
+        return int(raw)
+    problems.append(f"field 'attempt' is {_shown(raw)!r}, not a positive integer")
+    return None
+
+
+def _not_before(raw: str | None, problems: list[str]) -> float | None:
+    if raw is None:
+        return None
+    try:
+        value = float(raw)
+    except ValueError:
+        value = math.nan
+    if math.isfinite(value):
+        return value
+    problems.append(f"attribute {NOT_BEFORE_ATTR!r} is {raw[:40]!r}, not epoch seconds")
+    return None
+
+
+def _add_dlq_attributes(attributes: dict[str, str], fields: dict[Any, Any]) -> None:
+    """A dead-letter entry's ``dlq-*`` fields as attributes. A value that ``taskorbit
+    dlq`` could not show (a foreign entry's attempts of "many", a time of "soon") is
+    left out rather than break the listing."""
+    for field, attr in _DLQ_FIELDS.items():
+        raw = fields.get(field)
+        if raw is None:
+            continue
+        text = raw.decode("utf-8", "replace")
+        if attr == DLQ_ATTEMPTS_ATTR and not text.isdecimal():
+            continue
+        if attr == DLQ_TIME_ATTR and not _is_epoch(text):
+            continue
+        attributes[attr] = text
+
+
+def _is_epoch(text: str) -> bool:
+    try:
+        return 0 <= float(text) < 1e11  # finite, and before the year 5138
+    except ValueError:
+        return False
+
+
+def _shown(raw: bytes) -> str:
+    """A field value for a log or reason: text, at most 40 characters."""
+    text = raw.decode("utf-8", "replace")
+    return text if len(text) <= 40 else text[:37] + "..."
+
+
+def _gone_message(stream: str, entry_id: str, received_at: float) -> Message:
+    """The report of an entry trimmed (or deleted) while it was pending."""
+    return Message(
+        topic="",
+        body=b"",
+        id=entry_id,
+        receipt=EntryReceipt(stream, entry_id, gone=True),
+        received_at=received_at,
+        malformed=(
+            f"entry {entry_id} was trimmed from {stream} before it was acked; its content is lost"
+        ),
+    )
+
+
+def _locate(stream: str, receipt: Any) -> tuple[str, str, bool]:
+    """(stream, entry id, gone) of a receipt; ``stream`` is the shared stream."""
+    if receipt.__class__ is str:
+        return stream, receipt, False
+    return receipt.stream, receipt.entry_id, receipt.gone
+
+
+def _split_receipts(messages: Iterable[Message]) -> tuple[list[str], list[str]]:
+    """The entry ids pending in the shared stream and in the retry stream."""
+    shared: list[str] = []
+    retry: list[str] = []
+    for m in messages:
+        receipt = m.receipt
+        if receipt.__class__ is str:
+            shared.append(receipt)
+        elif not receipt.gone:
+            retry.append(receipt.entry_id)
+    return shared, retry
 
 
 def _stream_replies(reply: Any) -> Iterable[tuple[Any, Any]]:
@@ -520,4 +866,10 @@ def _chunks(items: Sequence[Message], size: int) -> Iterable[Sequence[Message]]:
         yield items[start : start + size]
 
 
-__all__ = ["RedisStreamsTransport", "default_consumer_name"]
+__all__ = [
+    "DLQ_GROUP_ATTR",
+    "EntryReceipt",
+    "RedisStreamsTransport",
+    "default_consumer_name",
+    "retry_stream_of",
+]

@@ -2,19 +2,33 @@
 
 Every verb maps to a batch call of at most 10 entries: ReceiveMessage (long poll),
 DeleteMessageBatch (ack), ChangeMessageVisibilityBatch (extend, nack), and
-SendMessageBatch (publish, long delays). docs/transports/sqs.md explains the
+SendMessageBatch (publish, re-sent hand-backs). docs/transports/sqs.md explains the
 semantics, the IAM permissions and the limits.
+
+Attempts. ``attempt`` is ApproximateReceiveCount plus the attempts a re-sent copy
+carries (``taskorbit-attempt``), so max_retries holds across crashes, restarts and
+pods. SQS counts receives, not runs: a retry held in the worker's timer wheel runs
+again without a receive, and a message handed back without running (shutdown, not
+yet due) was received without a run. So ``nack`` follows one rule. The runtime sets
+``message.attempt`` to the attempt the next delivery must carry; the receipt knows
+what SQS will report on the next receive of this same message (its attempt at
+receive + 1). When the two agree and the delay fits in the visibility, the
+visibility is changed; otherwise a copy is sent carrying ``attempt - 1`` attempts
+used, and the original is deleted (copy first: a crash in between leaves a
+duplicate, never a loss). The same rule carries delays longer than visibility allows
+and a message waiting for its not-before time.
+
+Two exceptions. A malformed message is always handed back in place: a copy would
+re-encode what could not be read (it is on its way to the dead-letter queue anyway).
+And on FIFO queues a copy goes to the back of its message group, after messages
+published later, so a hand-back there changes the visibility while the delay fits: a
+graceful hand-back then costs one receive count, and retries that ran from the timer
+wheel are remembered in this process only (see ``_owed``).
 
 Delays. SQS carries a delay natively in two ways: a received message's visibility
 (up to 12 h after it was received) and a new message's DelaySeconds (up to 15 min;
-standard queues only). A longer delay is carried by re-sending a copy with the
-``taskorbit-not-before`` attribute and the attempts used so far, then deleting the
-original (copy first, so nothing is lost); when the copy arrives early the runtime
-delays it again. A message that is only being held until its not-before time on a
-standard queue is always re-sent that way, so that waiting never uses up attempts.
-
-Attempts. ``attempt`` is ApproximateReceiveCount plus what a re-sent copy carried,
-so max_retries holds across crashes, restarts and pods.
+standard queues only). A longer one goes as a copy with ``taskorbit-not-before``;
+when the copy arrives early the runtime delays it again.
 """
 
 from __future__ import annotations
@@ -27,7 +41,7 @@ import uuid
 from collections.abc import Sequence
 from typing import Any
 
-from taskorbit.errors import ConfigurationError, TransportError
+from taskorbit.errors import ConfigurationError, PayloadTooLargeError, TransportError
 from taskorbit.message import DEFAULT_IDEMPOTENCY_ATTR, Message
 
 try:
@@ -49,10 +63,11 @@ from taskorbit.transports._sqs_wire import (
     MAX_VISIBILITY_S,
     check_count,
     check_size,
-    dead_letter_attributes,
+    dead_letter_copy,
     deduplication_id,
     message_from_sqs,
     outgoing_attributes,
+    receipt_of,
     wire_attributes,
     wire_size,
 )
@@ -61,6 +76,11 @@ from taskorbit.transports.base import AckFailure, Transport
 log = logging.getLogger("taskorbit.transports.sqs")
 
 _SYSTEM_ATTRIBUTES = ["ApproximateReceiveCount", "SentTimestamp", "MessageGroupId"]
+# Queue attributes are read again after this long, so that a RedrivePolicy added to
+# the queue of a running worker is noticed.
+_FACTS_MAX_AGE_S = 60.0
+# Message ids whose owed attempts are remembered, at most (oldest dropped).
+_MAX_OWED = 10_000
 
 
 def _seconds(value: float) -> int:
@@ -71,6 +91,13 @@ def _seconds(value: float) -> int:
 def _held_s(message: Message, now: float) -> float:
     """Seconds since SQS handed ``message`` out (0 for one built by hand)."""
     return now - message.received_at if message.received_at else 0.0
+
+
+def _copy_not_before(message: Message, delay: float, wall: float) -> float | None:
+    """When a re-sent copy is due: after ``delay``, and never before the original's
+    own not-before (a message handed back while it waits for one keeps waiting)."""
+    due = [t for t in (message.not_before, wall + delay if delay > 0 else None) if t]
+    return max(due) if due and max(due) > wall else None
 
 
 class SQSTransport(Transport):
@@ -142,8 +169,17 @@ class SQSTransport(Transport):
         self.max_message_bytes = max_message_bytes
         self.default_topic = default_topic
         self.idempotency_attr = idempotency_attr
-        self._queue_facts: dict[str, str] | None = None  # lazily read queue attributes
+        # Queue attributes, read when first needed and again after _FACTS_MAX_AGE_S;
+        # guarded by self._facts_lock.
+        self._queue_facts: dict[str, str] | None = None
+        self._facts_read_at = 0.0
         self._facts_lock = threading.Lock()
+        # MessageId -> the attempt its next receive must carry, for a message handed
+        # back in place while SQS will count less (on FIFO queues, retries that ran
+        # from the timer wheel). In memory, so it holds within this process only;
+        # guarded by self._owed_lock.
+        self._owed: dict[str, int] = {}
+        self._owed_lock = threading.Lock()
 
     def __repr__(self) -> str:
         return f"SQSTransport(queue_url={self.queue_url!r}, dlq_url={self.dlq_url!r})"
@@ -163,14 +199,16 @@ class SQSTransport(Transport):
             raise
 
     def _queue_fact(self, name: str) -> str | None:
-        """One queue attribute (RedrivePolicy, ContentBasedDeduplication), read once."""
+        """One queue attribute (RedrivePolicy, ContentBasedDeduplication), cached."""
         with self._facts_lock:
-            if self._queue_facts is None:
+            now = time.monotonic()
+            if self._queue_facts is None or now - self._facts_read_at > _FACTS_MAX_AGE_S:
                 with translated("GetQueueAttributes", self.queue_url):
                     got = self._client.get_queue_attributes(
                         QueueUrl=self.queue_url, AttributeNames=["All"]
                     )
                 self._queue_facts = dict(got.get("Attributes", {}))
+                self._facts_read_at = now
             return self._queue_facts.get(name)
 
     # -- receive -----------------------------------------------------------------
@@ -190,17 +228,26 @@ class SQSTransport(Transport):
         # The lease starts when SQS hands the message out, i.e. about now (a long
         # poll may have waited up to 20 s before that, so not before the call).
         received_at = time.monotonic()
-        return [
+        # One entry at a time: a broken envelope comes back marked malformed and
+        # never takes its neighbours down with it.
+        messages = [
             message_from_sqs(raw, received_at=received_at, default_topic=self.default_topic)
             for raw in response.get("Messages", [])
         ]
+        if self._owed:  # a peek without the lock: empty unless hand-backs under-count
+            with self._owed_lock:
+                for m in messages:
+                    m.attempt = max(m.attempt, self._owed.pop(m.id, 0))
+        return messages
 
     # -- settle ------------------------------------------------------------------
 
     def ack(self, messages: Sequence[Message]) -> list[AckFailure]:
         failures: list[AckFailure] = []
         for chunk in chunks(messages):
-            entries = [{"Id": str(i), "ReceiptHandle": m.receipt} for i, m in enumerate(chunk)]
+            entries = [
+                {"Id": str(i), "ReceiptHandle": receipt_of(m).handle} for i, m in enumerate(chunk)
+            ]
             with translated("DeleteMessageBatch", self.queue_url):
                 response = self._client.delete_message_batch(
                     QueueUrl=self.queue_url, Entries=entries
@@ -228,64 +275,92 @@ class SQSTransport(Transport):
         )
 
     def nack(self, messages: Sequence[Message], delay: float = 0.0) -> None:
-        if delay <= 0:
-            change_visibility(self._client, self.queue_url, messages, lambda m: 0, "release")
-            return
         now, wall = time.monotonic(), time.time()
-        by_visibility: list[Message] = []
-        by_resend: list[tuple[Message, float, int]] = []  # message, not-before, attempts used
+        in_place: list[Message] = []
+        copies: list[tuple[Message, dict[str, Any], int]] = []  # message, entry, size
         for m in messages:
-            waiting = m.not_before is not None and m.not_before > wall
-            fits = _held_s(m, now) + delay <= self.max_delay_native
-            if self.fifo:
-                # FIFO copies cannot be delayed on send (no per-message DelaySeconds),
-                # so a copy is made only to attach a not-before; waiting for one uses
-                # visibility, and each such wait counts as a receive.
-                if fits or waiting:
-                    by_visibility.append(m)
-                else:
-                    by_resend.append((m, wall + delay, m.attempt))
-            elif waiting:
-                # Only held until its ETA: the copy carries attempt - 1, because this
-                # receive did not run the handler.
-                by_resend.append((m, max(m.not_before or 0.0, wall + delay), m.attempt - 1))
-            elif fits:
-                by_visibility.append(m)
-            else:
-                by_resend.append((m, wall + delay, m.attempt))
+            if not self._in_place(m, delay, now):
+                try:
+                    copies.append((m, *self._copy_entry(m, delay, wall, len(copies))))
+                    continue
+                except (ConfigurationError, PayloadTooLargeError) as e:
+                    # No room for the carried attribute: hand it back in place, where
+                    # SQS counts the attempt its own way, rather than not at all.
+                    log.warning("SQS hand-back of %s in place, not as a copy: %s", m.id, e)
+            in_place.append(m)
+            if m.attempt > receipt_of(m).next_attempt:
+                self._owe(m.id, m.attempt)
         change_visibility(
             self._client,
             self.queue_url,
-            by_visibility,
+            in_place,
             lambda m: min(_seconds(delay), int(self.max_delay_native - _held_s(m, now))),
-            "delay",
+            "delay" if delay > 0 else "release",
         )
-        self._resend(by_resend)
+        self._resend(copies)
 
-    def _resend(self, items: Sequence[tuple[Message, float, int]]) -> None:
-        """Carry long delays: send copies with a not-before, then delete the originals."""
-        if not items:
+    def _in_place(self, message: Message, delay: float, now: float) -> bool:
+        """Whether a visibility change hands ``message`` back; else a copy does.
+
+        The rule: in place exactly when SQS will report the attempt asked for and the
+        delay fits in the visibility. Two exceptions stay in place regardless: a
+        malformed message (a copy would re-encode what could not be read; it is on
+        its way to the DLQ anyway), and on FIFO queues a delay that fits, or a wait
+        for a not-before, which visibility carries in steps (a copy would leave its
+        place in the group).
+        """
+        fits = _held_s(message, now) + delay <= self.max_delay_native
+        if message.malformed is not None:
+            return True
+        if not self.fifo:
+            return fits and message.attempt == receipt_of(message).next_attempt
+        waiting = message.not_before is not None and message.not_before > time.time()
+        return fits or waiting
+
+    def _owe(self, message_id: str, attempt: int) -> None:
+        """Remember that SQS will under-count this message's next receive."""
+        with self._owed_lock:
+            self._owed.pop(message_id, None)
+            self._owed[message_id] = attempt
+            while len(self._owed) > _MAX_OWED:
+                del self._owed[next(iter(self._owed))]
+
+    def _copy_entry(
+        self, message: Message, delay: float, wall: float, index: int
+    ) -> tuple[dict[str, Any], int]:
+        """The SendMessageBatch entry of a copy that arrives as ``message.attempt``:
+        SQS counts the copy's receives from 1 again, so it carries the rest."""
+        not_before = _copy_not_before(message, delay, wall)
+        body, attributes = outgoing_attributes(
+            message, not_before=not_before, attempts_used=message.attempt - 1
+        )
+        entry = self._send_entry(
+            str(index), body, attributes, message.ordering_key, fresh_dedup=True
+        )
+        if not self.fifo and not_before is not None:
+            entry["DelaySeconds"] = min(self._max_send_delay, _seconds(not_before - wall))
+        return entry, wire_size(body, attributes)
+
+    def _resend(self, copies: Sequence[tuple[Message, dict[str, Any], int]]) -> None:
+        """Send the copies, then delete the originals whose copy SQS accepted."""
+        if not copies:
             return
-        wall = time.time()
-        entries, sizes = [], []
-        for i, (m, not_before, used) in enumerate(items):
-            body, attributes = outgoing_attributes(m, not_before=not_before, attempts_used=used)
-            entry = self._send_entry(str(i), body, attributes, m.ordering_key, fresh_dedup=True)
-            if not self.fifo:
-                entry["DelaySeconds"] = min(self._max_send_delay, _seconds(not_before - wall))
-            entries.append(entry)
-            sizes.append(wire_size(body, attributes))
         sent: dict[str, str] = {}
         try:
             errors = send_batches(
-                self._client, self.queue_url, entries, sizes, self.max_message_bytes, sent
+                self._client,
+                self.queue_url,
+                [entry for _, entry, _ in copies],
+                [size for _, _, size in copies],
+                self.max_message_bytes,
+                sent,
             )
         finally:
             # Only originals whose copy is safely in the queue are deleted; the others
             # come back when their lease runs out (a duplicate, never a loss).
-            self._delete_originals([items[int(i)][0] for i in sent])
+            self._delete_originals([copies[int(i)][0] for i in sent])
         if errors:
-            raise TransportError(f"SQS re-send for a long delay failed: {'; '.join(errors)}")
+            raise TransportError(f"SQS re-send of a hand-back failed: {'; '.join(errors)}")
 
     def _delete_originals(self, messages: list[Message]) -> None:
         try:
@@ -297,22 +372,21 @@ class SQSTransport(Transport):
                 "SQS delete after re-send of %s failed: %s", failure.message.id, failure.reason
             )
 
+    def release(self, messages: Sequence[Message]) -> None:
+        """Make ``messages`` visible again at once, in place: SQS counts one more
+        receive and the MessageId stays. For readers that only looked (the DLQ
+        commands) and for RedrivePolicy dead-lettering; a worker uses ``nack``."""
+        change_visibility(self._client, self.queue_url, messages, lambda m: 0, "release")
+
     def dead_letter(self, message: Message, reason: str) -> None:
         if self.dlq_url is None:
-            # SQS's own RedrivePolicy moves the message once its receive count
-            # passes maxReceiveCount; releasing it now gets it there soonest.
-            if not self._queue_fact("RedrivePolicy"):
-                raise ConfigurationError(
-                    f"cannot dead-letter: no dlq_url was given and {self.queue_url} has no "
-                    "RedrivePolicy; pass dlq_url= or give the queue a RedrivePolicy"
-                )
-            self.nack([message], delay=0.0)
+            self._leave_to_redrive_policy(message)
             return
-        body, attributes = dead_letter_attributes(message, reason, time.time())
+        body, attributes = dead_letter_copy(message, reason, time.time())
         params: dict[str, Any] = {
             "QueueUrl": self.dlq_url,
             "MessageBody": body,
-            "MessageAttributes": wire_attributes(attributes),
+            "MessageAttributes": attributes,
         }
         if self.fifo:
             params["MessageGroupId"] = message.ordering_key or "taskorbit-dlq"
@@ -322,7 +396,23 @@ class SQSTransport(Transport):
         with translated("SendMessage", self.dlq_url):
             self._client.send_message(**params)
         with translated("DeleteMessage", self.queue_url):
-            self._client.delete_message(QueueUrl=self.queue_url, ReceiptHandle=message.receipt)
+            self._client.delete_message(
+                QueueUrl=self.queue_url, ReceiptHandle=receipt_of(message).handle
+            )
+
+    def _leave_to_redrive_policy(self, message: Message) -> None:
+        if not self._queue_fact("RedrivePolicy"):
+            raise ConfigurationError(
+                f"cannot dead-letter SQS message {message.id}: this SQSTransport has no "
+                f"dlq_url and the queue {self.queue_url} has no RedrivePolicy. Pass "
+                "dlq_url= to SQSTransport, or give the queue a RedrivePolicy "
+                "(deadLetterTargetArn, maxReceiveCount). Until then the message stays "
+                "in the queue and is received again."
+            )
+        # SQS's RedrivePolicy moves the message once its receive count passes
+        # maxReceiveCount; releasing it in place gets it there soonest (a copy
+        # would start counting from 1 again).
+        self.release([message])
 
     # -- publish -----------------------------------------------------------------
 

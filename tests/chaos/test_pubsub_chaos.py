@@ -16,7 +16,14 @@ import pytest
 
 from taskorbit.message import Message
 from taskorbit.transports.pubsub import PubSubTransport
-from tests.integration.pubsub.conftest import PubSubAdmin, Resources, drain, pubsub  # noqa: F401
+from tests.integration.pubsub.conftest import (  # noqa: F401
+    PubSubAdmin,
+    Resources,
+    drain,
+    pubsub,
+    require_emulator,
+)
+from tests.servers.pubsub import PubSubServer
 
 pytestmark = [pytest.mark.chaos, pytest.mark.integration]
 
@@ -87,12 +94,11 @@ def test_a_worker_killed_mid_run_loses_nothing(
 
 def test_a_message_that_kills_every_worker_reaches_the_dlq_topic(
     pubsub: PubSubAdmin,  # noqa: F811
-    pubsub_emulator: object,
+    pubsub_emulator: PubSubServer,
     start_worker: Callable[..., subprocess.Popen[bytes]],
     tmp_path: Path,
 ) -> None:
-    if getattr(pubsub_emulator, "kind", "") != "emulator":
-        pytest.skip("needs delivery_attempt, which pstest does not implement")
+    require_emulator(pubsub_emulator, "delivery_attempt")
     res = pubsub.resources(ack_deadline_s=10, dead_letter_policy=True, max_delivery_attempts=20)
     out = tmp_path / "handled.txt"
     PubSubTransport(res.subscription, res.topic).publish([Message("poison", b"13")])

@@ -91,6 +91,11 @@ def test_killed_workers_lose_nothing_and_repeat_no_side_effect(
                     raw.xpending(stream, "taskorbit")["pending"] == 0
                     and raw.xlen(stream) == 0
                     and raw.zcard(f"{stream}:delayed") == 0
+                    # Hand-backs (retries, duplicates, shutdown) wait in the group's
+                    # own retry stream and delayed set.
+                    and raw.xpending(f"{stream}:retry:taskorbit", "taskorbit")["pending"] == 0
+                    and raw.xlen(f"{stream}:retry:taskorbit") == 0
+                    and raw.zcard(f"{stream}:delayed:taskorbit") == 0
                 ),
                 60.0,
                 "nothing left pending",
@@ -107,3 +112,4 @@ def test_killed_workers_lose_nothing_and_repeat_no_side_effect(
     assert effects == dict.fromkeys(range(MESSAGES), 1)  # its effect exactly once
     assert raw.xlen(f"{stream}:dlq") == 0
     assert raw.xpending(stream, "taskorbit")["pending"] == 0
+    assert raw.xpending(f"{stream}:retry:taskorbit", "taskorbit")["pending"] == 0

@@ -247,6 +247,17 @@ def test_put_on_a_closed_ring_raises_ring_closed() -> None:
     assert ring._holding() == 0 and not ring._singles and not ring._batches
 
 
+@pytest.mark.parametrize("policy", list(Overflow))
+def test_a_put_on_a_closed_ring_keeps_no_reference_to_its_items(policy: Overflow) -> None:
+    ring: Ring[object] = Ring(2, overflow=policy)
+    ring.close()
+    with pytest.raises(RingClosed):
+        ring.put(object())
+    with pytest.raises(RingClosed):
+        ring.put_many([object(), object()])
+    assert not ring._singles and not ring._batches
+
+
 def test_get_after_close_drains_what_is_left_then_returns_empty() -> None:
     ring: Ring[int] = Ring(4)
     ring.put_many([1, 2, 3])

@@ -7,6 +7,7 @@ import uuid
 from collections.abc import Iterator
 
 import pytest
+from google.cloud import pubsub_v1
 
 from taskorbit.dlq import Selection, for_transport
 from taskorbit.dlq.pubsub import PubSubDeadLetterQueue
@@ -54,3 +55,30 @@ def test_dead_letters_are_listed_and_redriven_to_the_main_topic(transport: PubSu
     [back] = receive(transport, 1)
     assert (back.topic, back.body, back.attempt, back.attributes) == ("job", b"1", 1, {"k": "v"})
     assert [x.reason for x in dlq.list()] == ["bad 2"]
+
+
+def test_a_malformed_dead_letter_is_listed_as_received_and_redriven_readable(
+    transport: PubSubTransport,
+) -> None:
+    dlq = for_transport(transport)
+    assert isinstance(dlq, PubSubDeadLetterQueue)
+    dlq.ensure_subscription()
+    assert transport.topic is not None
+    publisher = pubsub_v1.PublisherClient()
+    try:
+        raw = {"taskorbit-topic": "job", "taskorbit-attempt": "two", "k": "v"}
+        publisher.publish(transport.topic, b"3", **raw).result(timeout=30)
+    finally:
+        publisher.stop()
+    [bad] = receive(transport, 1)
+    assert bad.malformed is not None
+    transport.dead_letter(bad, f"malformed message: {bad.malformed}")
+
+    [letter] = dlq.list()
+    assert letter.reason.startswith("malformed message: taskorbit-attempt is 'two'")
+    assert letter.message.attributes["taskorbit-attempt"] == "two"  # kept as received
+
+    assert [x.message.body for x in dlq.redrive(Selection.of([letter.id]))] == [b"3"]
+    [back] = receive(transport, 1)
+    assert (back.topic, back.body, back.attempt, back.malformed) == ("job", b"3", 1, None)
+    assert back.attributes == {"k": "v"}

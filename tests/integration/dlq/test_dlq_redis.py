@@ -6,7 +6,9 @@ from __future__ import annotations
 import json
 import signal
 import textwrap
+import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -14,6 +16,7 @@ from taskorbit.dlq import Selection, for_transport
 from taskorbit.errors import TransportError
 from taskorbit.message import Message
 from taskorbit.transports.redis_streams import RedisStreamsTransport
+from tests.contract import receive_until
 from tests.unit.test_cli import Proc
 
 APP = textwrap.dedent(
@@ -90,24 +93,24 @@ def test_dead_letter_list_show_redrive_and_handle_through_the_cli(
         fixed.kill()
 
 
-def test_a_failed_copy_leaves_the_dead_letter_in_place(
-    redis_url: str, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_a_failed_copy_leaves_the_dead_letter_in_place(redis_url: str) -> None:
+    import redis
+
     transport = RedisStreamsTransport(redis_url, stream="jobs")
+    raw = redis.Redis.from_url(redis_url)
     try:
         transport.publish([Message("job", b"1")])
         [received] = transport.receive(1, 1.0)
         transport.dead_letter(received, "broken")
-
-        def broker_down(messages: object) -> list[str]:
-            raise TransportError("broker unreachable")
-
-        monkeypatch.setattr(transport, "publish", broker_down)
+        # The group's retry stream, where the copy goes, is not a stream: XADD fails.
+        raw.delete(transport.retry_stream)
+        raw.set(transport.retry_stream, "not a stream")
         dlq = for_transport(transport)
         with pytest.raises(TransportError):
             dlq.redrive(Selection())
         assert [x.reason for x in dlq.list()] == ["broken"]
     finally:
+        raw.close()
         transport.close()
 
 
@@ -121,5 +124,103 @@ def test_purge_by_id_deletes_that_entry_only(redis_url: str) -> None:
         first = dlq.list(selection=Selection.of(reason="bad 1"))[0]
         assert [x.id for x in dlq.purge(Selection.of([first.id]))] == [first.id]
         assert [x.reason for x in dlq.list()] == ["bad 2"]
+    finally:
+        transport.close()
+
+
+@pytest.fixture
+def raw(redis_url: str) -> Any:
+    import redis
+
+    client = redis.Redis.from_url(redis_url)
+    yield client
+    client.close()
+
+
+def test_malformed_and_trimmed_letters_are_listed_shown_redriven_and_purged_through_the_cli(
+    project: Path, redis_url: str, raw: Any
+) -> None:
+    transport = RedisStreamsTransport(redis_url, stream="orders", lease_s=0.3)
+    try:
+        # An entry trimmed while a consumer that then died held it ...
+        raw.xgroup_create("orders", "taskorbit", id="0", mkstream=True)
+        transport.publish([Message("charge", b'{"amount": 1}')])
+        raw.xreadgroup("taskorbit", "dead", {"orders": ">"}, count=1)
+        raw.xtrim("orders", maxlen=0, approximate=False)
+        # ... and two entries a foreign producer wrote.
+        fixable = raw.xadd("orders", {"topic": "charge", "body": '{"amount": 3}', "attempt": "x"})
+        raw.xadd("orders", {"topic": b"\xff", "body": b"\xfe\x00"})
+        got = receive_until(transport, 3, timeout=5.0)
+        assert all(m.malformed for m in got), [m.malformed for m in got]
+        for m in got:
+            transport.dead_letter(m, f"malformed envelope: {m.malformed}")
+    finally:
+        transport.close()
+
+    listed = cli(project, redis_url, "dlq", "list", "shop:app", "--json")
+    assert listed.finish() == 0, listed.output
+    rows = {row["id"]: row for row in map(json.loads, listed.lines)}
+    assert len(rows) == 3
+    assert all(row["reason"].startswith("malformed envelope: ") for row in rows.values())
+    assert rows[fixable.decode()]["topic"] == "charge"
+    [binary] = [row for row in rows.values() if "'topic' is not UTF-8" in row["reason"]]
+    [lost] = [row for row in rows.values() if "was trimmed" in row["reason"]]
+
+    shown = cli(project, redis_url, "dlq", "show", "shop:app", binary["id"])
+    assert shown.finish() == 0, shown.output
+    assert json.loads(shown.output)["body_hex"] == "fe00"
+
+    # The two with content go back to the group; the report of the trimmed entry has
+    # nothing to redrive and stays until purged.
+    redrive = cli(project, redis_url, "dlq", "redrive", "shop:app", "--all")
+    assert redrive.finish() == 0, redrive.output
+    assert "2 dead letters redriven" in redrive.output
+    back = {fields.get(b"id"): fields for _, fields in raw.xrange("orders:retry:taskorbit")}
+    assert back[fixable] == {b"topic": b"charge", b"body": b'{"amount": 3}', b"id": fixable}
+    still = cli(project, redis_url, "dlq", "list", "shop:app", "--json")
+    assert still.finish() == 0
+    assert [json.loads(line)["id"] for line in still.lines] == [lost["id"]]
+
+    purge = cli(project, redis_url, "dlq", "purge", "shop:app", "--all")
+    assert purge.finish() == 0, purge.output
+    assert "1 dead letters purged" in purge.output
+    assert raw.xlen("orders:dlq") == 0
+
+
+def test_a_redriven_letter_goes_back_only_to_the_group_that_dead_lettered_it(
+    redis_url: str,
+) -> None:
+    a = RedisStreamsTransport(redis_url, stream="news", group="a", delete_acked=False)
+    b = RedisStreamsTransport(redis_url, stream="news", group="b", delete_acked=False)
+    try:
+        a.publish([Message("item", b"1")])
+        [mine] = receive_until(a, 1)
+        [theirs] = receive_until(b, 1)
+        assert b.ack([theirs]) == []
+        a.dead_letter(mine, "broken")
+        # Redriven from any transport on the stream, the letter knows its group.
+        assert [x.reason for x in for_transport(b).redrive(Selection())] == ["broken"]
+        [again] = receive_until(a, 1)
+        assert (again.body, again.attempt) == (b"1", 1)
+        assert a.ack([again]) == []
+        assert receive_until(b, 1, timeout=1.0) == []
+    finally:
+        a.close()
+        b.close()
+
+
+def test_foreign_entries_in_the_dead_letter_stream_are_listed_and_shown_without_crashing(
+    redis_url: str, raw: Any
+) -> None:
+    transport = RedisStreamsTransport(redis_url, stream="odd")
+    try:
+        raw.xadd("odd:dlq", {"dlq-attempts": "many", "dlq-time": "soon", "topic": b"\xff"})
+        raw.xadd("odd:dlq", {"dlq-time": "inf", "foo": "bar", "dlq-reason": b"\xfe"})
+        raw.xadd("odd:dlq", {"topic": "t", "body": "b", "dlq-time": str(time.time())})
+        dlq = for_transport(transport)
+        letters = dlq.list()
+        assert [(x.attempts, x.time is None) for x in letters] == [(0, True), (0, True), (0, False)]
+        assert [x.when for x in letters][:2] == ["-", "-"]
+        assert dlq.show(letters[1].id) is not None
     finally:
         transport.close()

@@ -38,7 +38,28 @@ def test_list_shows_reason_and_attempts_and_leaves_messages_in_the_dlq(
     listed = dlq.list()
     assert sorted(x.reason for x in listed) == ["rejected 1", "rejected 2"]
     assert {x.attempts for x in listed} == {1}
-    assert len(dlq.list()) == 2  # listing released them again
+    # Listing released them again, in place: the ids `show` and `redrive` take stay.
+    assert sorted(x.id for x in dlq.list()) == sorted(x.id for x in listed)
+
+
+def test_a_malformed_dead_letter_is_listed_with_what_arrived(
+    sqs: SQSFixture, transport: SQSTransport
+) -> None:
+    sqs.client.send_message(
+        QueueUrl=transport.queue_url,
+        MessageBody="raw text",
+        MessageAttributes={
+            "taskorbit-topic": {"DataType": "String", "StringValue": "charge"},
+            "taskorbit-not-before": {"DataType": "String", "StringValue": "soon"},
+        },
+    )
+    [bad] = transport.receive(10, 1.0)
+    transport.dead_letter(bad, f"malformed message: {bad.malformed}")
+
+    [letter] = for_transport(transport).list()
+
+    assert letter.reason.startswith("malformed message: taskorbit-not-before 'soon'")
+    assert (letter.topic, letter.message.body, letter.attempts) == ("charge", b"raw text", 1)
 
 
 def test_redrive_copies_to_the_main_queue_then_deletes_from_the_dlq(

@@ -14,7 +14,14 @@ import pytest
 import taskorbit as orbit
 from taskorbit.transports.pubsub import PubSubTransport
 from tests.contract import receive_until
-from tests.integration.pubsub.conftest import PubSubAdmin, Resources, drain
+from tests.integration.pubsub.conftest import (
+    PubSubAdmin,
+    Resources,
+    drain,
+    require_emulator,
+    wait_for,
+)
+from tests.servers.pubsub import PubSubServer
 
 pytestmark = pytest.mark.integration
 
@@ -32,13 +39,6 @@ def make_app() -> Iterator[Callable[..., orbit.Orbit]]:
     yield make
     for app in apps:
         app.stop(timeout=5.0)
-
-
-def wait_for(condition: Callable[[], bool], timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.05)
 
 
 def test_a_handler_longer_than_the_ack_deadline_runs_once(
@@ -64,10 +64,13 @@ def test_a_handler_longer_than_the_ack_deadline_runs_once(
 
 @pytest.mark.parametrize("policy", [False, True], ids=["attribute-count", "delivery-attempt"])
 def test_a_poison_message_lands_in_the_dlq_topic_with_its_attempt_count(
-    pubsub: PubSubAdmin, pubsub_emulator: Any, make_app: Callable[..., orbit.Orbit], policy: bool
+    pubsub: PubSubAdmin,
+    pubsub_emulator: PubSubServer,
+    make_app: Callable[..., orbit.Orbit],
+    policy: bool,
 ) -> None:
-    if policy and pubsub_emulator.kind != "emulator":
-        pytest.skip("pstest has no dead-letter policies")
+    if policy:
+        require_emulator(pubsub_emulator, "dead-letter policies")
     res = pubsub.resources(dead_letter_policy=policy, max_delivery_attempts=20)
     # local_delay_max=0 sends every retry back through Pub/Sub, so the count is the
     # broker's (or the attribute's), not the worker's memory.
@@ -134,3 +137,76 @@ def test_shutdown_hands_back_unstarted_messages_at_once(
     assert app.stats()["completed"] == 1
     # The four that never started are back now, not after the 60 s ack deadline.
     assert len(drain(pubsub.transport(res), expect=4, timeout=5.0)) == 4
+
+
+@pytest.mark.parametrize("policy", [False, True], ids=["attribute-count", "delivery-attempt"])
+def test_a_retry_on_one_subscription_runs_on_that_subscription_only(
+    pubsub: PubSubAdmin,
+    pubsub_emulator: PubSubServer,
+    make_app: Callable[..., orbit.Orbit],
+    policy: bool,
+) -> None:
+    if policy:
+        require_emulator(pubsub_emulator, "dead-letter policies")
+    res_a = pubsub.resources(dead_letter_policy=policy, max_delivery_attempts=20)
+    res_b = pubsub.second_subscription(res_a)
+    transport_a, transport_b = pubsub.transport(res_a), pubsub.transport(res_b)
+    # local_delay_max=0: the retry goes back through Pub/Sub, where a copy on the
+    # topic would reach subscription B as well.
+    app_a = make_app(transport_a, local_delay_max=0.0)
+    app_b = make_app(transport_b, local_delay_max=0.0)
+    runs: dict[str, list[int]] = {"a": [], "b": []}
+
+    @app_a.task("flaky", base_delay=0.05)
+    def flaky_a(n: int, ctx: orbit.Context) -> None:
+        runs["a"].append(ctx.attempt)
+        if ctx.attempt == 1:
+            raise RuntimeError("fails once")
+
+    @app_b.task("flaky", base_delay=0.05)
+    def flaky_b(n: int, ctx: orbit.Context) -> None:
+        runs["b"].append(ctx.attempt)
+
+    app_a.start()
+    app_b.start()
+    flaky_a.delay(1)
+    wait_for(lambda: app_a.stats()["completed"] == 1, 30.0, "A's retry to succeed")
+    wait_for(lambda: app_b.stats()["completed"] == 1, 30.0, "B's one run")
+    # Without a policy the retry was a copy on the topic: wait until B has seen it
+    # (and skipped it) before counting; with a policy it stayed in place.
+    copies = 0 if policy else 1
+    wait_for(lambda: transport_b.skipped_copies == copies, 30.0, "B to skip A's retry copy")
+    app_a.stop(timeout=10.0)
+    app_b.stop(timeout=10.0)
+    assert runs == {"a": [1, 2], "b": [1]}
+
+
+@pytest.mark.parametrize("policy", [False, True], ids=["attribute-count", "delivery-attempt"])
+def test_a_handler_that_always_fails_runs_max_retries_plus_one_times(
+    pubsub: PubSubAdmin,
+    pubsub_emulator: PubSubServer,
+    make_app: Callable[..., orbit.Orbit],
+    policy: bool,
+) -> None:
+    if policy:
+        require_emulator(pubsub_emulator, "dead-letter policies")
+    res = pubsub.resources(dead_letter_policy=policy, max_delivery_attempts=20)
+    # Backoff 0.2, 0.4, 0.8 s: the first retry waits in the worker's timer wheel
+    # (raising the attempt in memory only), the later ones go back through Pub/Sub.
+    app = make_app(pubsub.transport(res, dlq_topic=res.dlq_topic), local_delay_max=0.3)
+    runs: list[int] = []
+    policy_3 = orbit.ExponentialBackoff(max_retries=3, base_delay=0.2, jitter=0.0)
+
+    @app.task("doomed", retry_policy=policy_3)
+    def doomed(n: int, ctx: orbit.Context) -> None:
+        runs.append(ctx.attempt)
+        raise RuntimeError("always fails")
+
+    app.start()
+    doomed.delay(1)
+    dead = drain(pubsub.dead_letter_reader(res), expect=1, timeout=30.0)
+    assert [m.topic for m in dead] == ["doomed"]
+    assert dead[0].attributes["taskorbit-dlq-attempts"] == "4"
+    wait_for(lambda: app.stats()["dead_lettered"] == 1, 10.0, "the dead letter to be counted")
+    app.stop(timeout=10.0)
+    assert runs == [1, 2, 3, 4]

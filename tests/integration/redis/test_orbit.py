@@ -114,6 +114,9 @@ def test_two_workers_share_a_stream_and_never_both_complete_one_key(
             raw_redis.xpending(stream_name, "taskorbit")["pending"] == 0
             and raw_redis.xlen(stream_name) == 0
             and raw_redis.zcard(f"{stream_name}:delayed") == 0
+            # Duplicates handed back wait in the group's own retry stream and set.
+            and raw_redis.xlen(f"{stream_name}:retry:taskorbit") == 0
+            and raw_redis.zcard(f"{stream_name}:delayed:taskorbit") == 0
         ),
         60.0,
         "the duplicates to be settled",
@@ -125,6 +128,84 @@ def test_two_workers_share_a_stream_and_never_both_complete_one_key(
     for proc in workers:
         proc.terminate()
         assert proc.wait(20) == 0
+
+
+def test_a_worker_dead_letters_broken_entries_naming_the_field_and_runs_their_neighbours(
+    make_streams: Callable[..., RedisStreamsTransport], raw_redis: Any, stream_name: str
+) -> None:
+    transport = make_streams(lease_s=2.0)
+    app = orbit.Orbit(transport, concurrency=4, poll_timeout=0.2)
+    seen: list[int] = []
+    app.handle("work", recorder(seen))
+    app.publish_many("work", [{"n": i} for i in range(3)])
+    raw_redis.xadd(stream_name, {"topic": "work", "body": '{"n": 9}', "attempt": "abc"})
+    raw_redis.xadd(stream_name, {"foo": "bar"})
+    app.publish_many("work", [{"n": i} for i in range(3, 6)])
+    with app:
+        dead = wait_for(
+            lambda: len(transport.dead_letters()) == 2 and transport.dead_letters(), 15.0, "2 DLQ"
+        )
+        wait_for(lambda: len(seen) == 6, 15.0, "the neighbours to run")
+    assert sorted(seen) == list(range(6))
+    reasons = sorted(d.attributes["taskorbit-dlq-reason"] for d in dead)
+    assert "field 'attempt' is 'abc'" in reasons[0], reasons
+    assert "field 'topic' is missing" in reasons[1], reasons
+
+
+def test_a_worker_dead_letters_the_report_of_an_entry_trimmed_while_pending(
+    make_streams: Callable[..., RedisStreamsTransport], raw_redis: Any, stream_name: str
+) -> None:
+    raw_redis.xgroup_create(stream_name, "taskorbit", id="0", mkstream=True)
+    transport = make_streams(lease_s=0.5)
+    app = orbit.Orbit(transport, concurrency=2, poll_timeout=0.2)
+    app.handle("work", recorder([]))
+    [lost] = app.publish_many("work", [{"n": 1}])
+    # A consumer takes it and dies; trimming then drops the entry it held.
+    raw_redis.xreadgroup("taskorbit", "dead", {stream_name: ">"}, count=1)
+    raw_redis.xtrim(stream_name, maxlen=0, approximate=False)
+    with app:
+        [dead] = wait_for(transport.dead_letters, 15.0, "the report in the DLQ")
+    assert dead.id == lost
+    assert "was trimmed" in dead.attributes["taskorbit-dlq-reason"]
+    assert raw_redis.xpending(stream_name, "taskorbit")["pending"] == 0
+
+
+def test_two_orbits_in_two_groups_run_a_retried_message_only_in_the_group_that_failed(
+    make_streams: Callable[..., RedisStreamsTransport], raw_redis: Any, stream_name: str
+) -> None:
+    runs = {"a": 0, "b": 0}
+
+    def counting(group: str) -> Callable[[dict[str, int]], None]:
+        def handle(payload: dict[str, int]) -> None:
+            runs[group] += 1
+            if group == "a" and runs[group] == 1:
+                raise RuntimeError("a fails its first run")
+
+        return handle
+
+    apps = []
+    for group in runs:
+        transport = make_streams(group=group, delete_acked=False, lease_s=2.0)
+        # local_delay_max=0: the retry goes through the broker, not the timer wheel.
+        app = orbit.Orbit(transport, concurrency=2, poll_timeout=0.2, local_delay_max=0.0)
+        app.task("job", max_retries=3, base_delay=0.05)(counting(group))
+        apps.append(app)
+    apps[0].publish("job", {"n": 1})
+    for app in apps:
+        app.start()
+    try:
+        wait_for(lambda: runs == {"a": 2, "b": 1}, 15.0, "a's retry")
+        wait_for(
+            lambda: all(raw_redis.xpending(stream_name, g)["pending"] == 0 for g in runs),
+            15.0,
+            "both groups to settle",
+        )
+    finally:
+        for app in apps:
+            app.stop(timeout=5.0)
+    # No copy of the message ever reached the shared stream that b reads.
+    assert raw_redis.xlen(stream_name) == 1
+    assert runs == {"a": 2, "b": 1}
 
 
 def recorder(into: list[int]) -> Callable[[dict[str, int]], None]:

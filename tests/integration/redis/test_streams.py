@@ -63,7 +63,8 @@ def test_attempts_add_up_across_nacks_and_crashes(make_streams: Make) -> None:
     crashing = make_streams(consumer="crashing", lease_s=0.5)
     crashing.publish([new_message()])
     first = receive_until(crashing, 1)
-    crashing.nack(first, delay=0.0)  # attempt 2 is carried in the re-published entry
+    first[0].attempt += 1  # the runtime's retry: attempt 2 is carried in the copy
+    crashing.nack(first, delay=0.0)
     second = receive_until(crashing, 1)
     assert second[0].attempt == 2
     # This consumer dies holding it; the claim counts as one more delivery.
@@ -100,14 +101,15 @@ def test_extend_does_not_take_back_an_entry_another_consumer_claimed(
     assert pending_by_consumer(raw_redis, stream_name) == {"fast": 1}
 
 
-def test_nack_with_delay_parks_the_message_in_the_delayed_set_until_due(
+def test_nack_with_delay_parks_the_message_in_the_groups_delayed_set_until_due(
     make_streams: Make, raw_redis: Any, stream_name: str
 ) -> None:
     transport = make_streams()
     transport.publish([new_message()])
     got = receive_until(transport, 1)
     transport.nack(got, delay=30.0)
-    assert raw_redis.zcard(f"{stream_name}:delayed") == 1
+    assert raw_redis.zcard(f"{stream_name}:delayed:taskorbit") == 1
+    assert raw_redis.zcard(f"{stream_name}:delayed") == 0  # the shared set: ETAs only
     assert raw_redis.xpending(stream_name, "taskorbit")["pending"] == 0
     assert raw_redis.xlen(stream_name) == 0  # acked and deleted
 
@@ -151,6 +153,7 @@ def test_a_late_nack_of_an_entry_someone_else_acked_adds_no_duplicate(
     slow.nack(held, delay=0.0)
     slow.dead_letter(held[0], "too late")
     assert raw_redis.xlen(stream_name) == 0
+    assert raw_redis.xlen(f"{stream_name}:retry:taskorbit") == 0
     assert slow.dead_letters() == []
 
 

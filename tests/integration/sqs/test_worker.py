@@ -129,6 +129,69 @@ def test_a_poison_message_reaches_the_dlq_with_its_attempt_count(
     assert queue_is_empty(sqs, queue_url)
 
 
+def test_attempts_only_grow_when_some_retries_are_local_and_some_go_to_sqs(
+    sqs: SQSFixture, make_transport: MakeTransport
+) -> None:
+    # Backoff 0.5, 1, 2, 4 s; the worker holds at most 1.5 s itself. So attempts 2
+    # and 3 run from its timer wheel, attempt 4 goes to SQS as a copy carrying the
+    # three attempts used (SQS had counted one receive), and attempt 5 by visibility.
+    dlq_url = sqs.create_queue("mixed-dlq")
+    queue_url = sqs.create_queue("mixed")
+    app = orbit.Orbit(
+        make_transport(queue_url, dlq_url=dlq_url), poll_timeout=0.5, local_delay_max=1.5
+    )
+    attempts: list[int] = []
+
+    @app.task(
+        "always-fails",
+        retry_policy=orbit.ExponentialBackoff(max_retries=4, base_delay=0.5, jitter=0.0),
+    )
+    def always_fails(payload: dict[str, int], ctx: orbit.Context) -> None:
+        attempts.append(ctx.attempt)
+        raise RuntimeError("still broken")
+
+    always_fails.delay({"n": 1})
+    with running(app):
+        assert wait_for(lambda: app.stats().get("dead_lettered", 0) == 1, 30.0), attempts
+
+    assert attempts == [1, 2, 3, 4, 5]
+    dead = receive_until(make_transport(dlq_url), 1)
+    assert dead[0].attributes[DLQ_ATTEMPTS_ATTR] == "5"
+    assert queue_is_empty(sqs, queue_url)
+
+
+def test_a_broken_envelope_is_dead_lettered_and_its_neighbours_run(
+    sqs: SQSFixture, make_transport: MakeTransport
+) -> None:
+    dlq_url = sqs.create_queue("worker-broken-dlq")
+    queue_url = sqs.create_queue("worker-broken")
+    app = orbit.Orbit(make_transport(queue_url, dlq_url=dlq_url), poll_timeout=0.5)
+    ran: list[int] = []
+
+    @app.task("job")
+    def job(payload: dict[str, int]) -> None:
+        ran.append(payload["n"])
+
+    job.delay({"n": 1})
+    sqs.client.send_message(
+        QueueUrl=queue_url,
+        MessageBody='{"n": 99}',
+        MessageAttributes={
+            "taskorbit-topic": {"DataType": "String", "StringValue": "job"},
+            "taskorbit-attempt": {"DataType": "String", "StringValue": "two"},
+        },
+    )
+    job.delay({"n": 2})
+    with running(app):
+        assert wait_for(lambda: app.stats().get("dead_lettered", 0) == 1 and len(ran) == 2, 20.0)
+
+    assert sorted(ran) == [1, 2]
+    [dead] = receive_until(make_transport(dlq_url), 1)
+    assert dead.body == b'{"n": 99}'
+    assert "taskorbit-attempt 'two'" in dead.attributes["taskorbit-dlq-reason"]
+    assert queue_is_empty(sqs, queue_url)
+
+
 def test_a_retry_longer_than_the_native_limit_runs_again_once_after_its_delay(
     sqs: SQSFixture, make_transport: MakeTransport
 ) -> None:
@@ -237,3 +300,24 @@ def test_unstarted_messages_are_released_at_once_on_shutdown(
     assert unstarted >= 3
     others = receive_until(make_transport(queue_url), unstarted, timeout=3.0)
     assert len(others) == unstarted
+    # Handed back without running: no attempt was used.
+    assert [m.attempt for m in others] == [1] * unstarted
+
+
+def test_without_any_dlq_the_worker_logs_how_to_fix_it_and_keeps_the_message(
+    sqs: SQSFixture, make_transport: MakeTransport, caplog: pytest.LogCaptureFixture
+) -> None:
+    queue_url = sqs.create_queue("worker-no-dlq")
+    app = orbit.Orbit(make_transport(queue_url), poll_timeout=0.5)
+
+    @app.task("doomed")
+    def doomed(payload: dict[str, int]) -> orbit.Result:
+        return orbit.dead_letter("no good")
+
+    doomed.delay({"n": 1})
+    with running(app):
+        assert wait_for(lambda: "RedrivePolicy" in caplog.text, 20.0)
+
+    assert "dlq_url= to SQSTransport" in caplog.text
+    # Not lost: still in the queue, invisible until the hand-back's delay runs out.
+    assert not queue_is_empty(sqs, queue_url)
