@@ -17,6 +17,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.waiting import wait_for
+
 CLI = [sys.executable, "-m", "taskorbit.cli"]
 
 APP = textwrap.dedent(
@@ -231,8 +233,11 @@ def test_health_file_is_refreshed_while_idle_and_goes_stale_when_handlers_hang(
         "worker", "demo_app:app", "--health-file", str(idle_file), "--health-interval", "0.1"
     )
     idle.wait_for("worker started")
-    first = _wait_for_file(idle_file)
-    _wait_until(lambda: idle_file.stat().st_mtime_ns > first, "the idle worker to touch its file")
+    wait_for(idle_file.exists, 10.0, f"{idle_file} to appear")
+    first = idle_file.stat().st_mtime_ns
+    wait_for(
+        lambda: idle_file.stat().st_mtime_ns > first, 10.0, "the idle worker to touch its file"
+    )
 
     stuck_file = project / "stuck-alive"
     stuck = run(
@@ -246,26 +251,14 @@ def test_health_file_is_refreshed_while_idle_and_goes_stale_when_handlers_hang(
         "1",
         APP_PUBLISH="stuck*5",
     )
-    stuck.wait_for("worker not consuming|is not consuming")
+    checks = len(stuck.wait_for("is not consuming"))
     frozen = stuck_file.stat().st_mtime_ns
-    stuck.wait_for("is not consuming", count=5)  # five more checks, none touched it
+    stuck.wait_for("is not consuming", count=checks + 5)  # five more checks, none touched it
     assert stuck_file.stat().st_mtime_ns == frozen
 
     idle.signal(signal.SIGTERM)
     assert idle.finish() == 0
     assert not idle_file.exists()  # a stopped worker leaves no "alive" file behind
-
-
-def _wait_for_file(path: Path) -> int:
-    _wait_until(path.exists, f"{path} to appear")
-    return path.stat().st_mtime_ns
-
-
-def _wait_until(condition: Callable[[], bool], what: str, timeout: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.02)
 
 
 def test_publish_prints_the_message_id(run: Start) -> None:

@@ -11,13 +11,14 @@ import logging
 import os
 import signal
 import threading
-import time
 from pathlib import Path
 
 import pytest
 
+import taskorbit.health as health_module
 from taskorbit.health import HealthFileThread
 from tests.unit.test_cli import Proc
+from tests.waiting import wait_for
 
 VICTIM_TEXT = "precious, must not change\n"
 
@@ -67,15 +68,25 @@ def test_touching_leaves_no_temporary_files_and_a_readable_file(tmp_path: Path) 
 
 
 def test_a_file_that_cannot_be_written_is_logged_and_the_thread_keeps_trying(
-    tmp_path: Path, caplog: pytest.LogCaptureFixture
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    health = _health_file(tmp_path / "missing-dir" / "alive")
+    # No worker runs here: stand in for its dispatcher so that every check is healthy
+    # and tries to write the file.
+    monkeypatch.setattr(health_module, "dispatcher_alive", lambda: True)
+    alive = tmp_path / "missing-dir" / "alive"
+    health = _health_file(alive)
     with caplog.at_level(logging.ERROR, logger="taskorbit.health"):
         health.start()
-        time.sleep(0.2)
-        assert health.is_alive()
-        health.stop()
-    assert "cannot write the liveness file" in caplog.text
+        try:
+            wait_for(lambda: len(caplog.records) >= 2, 10.0, "a failed write and a retry")
+            assert health.is_alive()
+            alive.parent.mkdir()  # the directory appears: the next try succeeds
+            wait_for(alive.exists, 10.0, "the liveness file to be written")
+            assert alive.read_text() == f"{os.getpid()}\n"
+        finally:
+            health.stop()
+    assert "cannot write the liveness file" in caplog.records[0].getMessage()
+    assert "health check failed; trying again" in caplog.records[1].getMessage()
     assert not any(t is health for t in threading.enumerate())
 
 
@@ -93,14 +104,9 @@ def test_the_worker_writes_through_neither_planted_symlink(tmp_path: Path) -> No
     )
     try:
         worker.wait_for("worker started")
-        deadline = time.monotonic() + 10
-        while alive.is_symlink():
-            assert time.monotonic() < deadline, worker.output
-            time.sleep(0.02)
+        wait_for(lambda: not alive.is_symlink(), 10.0, "the worker to replace the link")
         first = alive.stat().st_mtime_ns
-        while alive.stat().st_mtime_ns == first:  # touched again at least once
-            assert time.monotonic() < deadline, worker.output
-            time.sleep(0.02)
+        wait_for(lambda: alive.stat().st_mtime_ns != first, 10.0, "the worker to touch it again")
         worker.signal(signal.SIGTERM)
         assert worker.finish() == 0, worker.output
     finally:

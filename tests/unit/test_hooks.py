@@ -39,17 +39,28 @@ def test_every_hook_method_is_a_documented_event() -> None:
     assert len(HOOK_EVENTS) == len(set(HOOK_EVENTS))
 
 
-def test_the_base_hooks_accept_every_event_and_do_nothing() -> None:
+def test_the_base_hooks_accept_every_event_and_do_nothing(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
     hooks, message = Hooks(), make_message()
-    hooks.on_receive(message)
-    hooks.on_dispatch(message)
-    hooks.on_complete(message, ACK, 0.1)
-    hooks.on_error(None, RuntimeError("x"))
-    hooks.on_retry(message, 1.0, "boom")
-    hooks.on_duplicate(message)
-    hooks.on_dead_letter(message, "why")
-    hooks.on_drop(message, "full")
-    hooks.on_publish(message)
+    arguments: dict[str, tuple[Any, ...]] = {
+        "on_receive": (message,),
+        "on_drop": (message, "full"),
+        "on_duplicate": (message,),
+        "on_dispatch": (message,),
+        "on_complete": (message, ACK, 0.1),
+        "on_error": (None, RuntimeError("x")),
+        "on_retry": (message, 1.0, "boom"),
+        "on_dead_letter": (message, "why"),
+        "on_publish": (message,),
+    }
+    assert set(arguments) == set(HOOK_EVENTS)
+    caplog.set_level(logging.DEBUG)
+    returned = {event: getattr(hooks, event)(*args) for event, args in arguments.items()}
+    assert returned == dict.fromkeys(HOOK_EVENTS)
+    assert vars(hooks) == {} and caplog.records == []  # nothing kept, nothing logged
+    # A subclass overrides only what it needs: the base methods are never even called.
+    assert [e for e in HOOK_EVENTS if HookSet([hooks]).wants(e)] == []
 
 
 def test_fire_calls_overriding_hooks_in_the_order_they_were_added() -> None:

@@ -19,6 +19,7 @@ import pytest
 
 from taskorbit.supervisor import DUPLICATE_SIGNAL_S
 from tests.unit.test_cli import Proc
+from tests.waiting import wait_for
 
 # Each child publishes two messages to its own in-memory transport and runs both
 # at once; a handler takes APP_HANDLER_S seconds.
@@ -86,6 +87,8 @@ def test_a_duplicate_sigterm_within_a_second_still_lets_every_child_drain(start:
     pids = _children_running_handlers(supervisor)
 
     supervisor.signal(signal.SIGTERM)
+    # The gap is the point of the test: a second signal well within DUPLICATE_SIGNAL_S,
+    # as an orchestrator sends it, but not so close that both arrive as one.
     time.sleep(0.1)
     supervisor.signal(signal.SIGTERM)
 
@@ -108,15 +111,15 @@ def test_a_second_sigterm_after_more_than_a_second_kills_every_child_and_exits_1
     supervisor.signal(signal.SIGTERM)
     first = time.monotonic()
     supervisor.wait_for("received SIGTERM: draining", count=2)  # both children draining
+    # Letting DUPLICATE_SIGNAL_S pass is the point: only a later signal means "kill now".
     time.sleep(max(0.0, first + DUPLICATE_SIGNAL_S + 0.3 - time.monotonic()))
     supervisor.signal(signal.SIGTERM)
 
     killed_at = time.monotonic()
     assert supervisor.finish(timeout=10) == 1, supervisor.output
-    assert time.monotonic() - killed_at < 5  # at once, not after the 60 s handlers
+    # A bound, not a value: "at once" on a loaded machine, but far from the 60 s the
+    # handlers would take to drain.
+    assert time.monotonic() - killed_at < 5
     assert "second signal: killing every worker process now" in supervisor.output
     assert "finished" not in supervisor.output
-    deadline = time.monotonic() + 5
-    while not all(_is_gone(pid) for pid in pids.values()):
-        assert time.monotonic() < deadline, f"children {pids} still running"
-        time.sleep(0.05)
+    wait_for(lambda: all(_is_gone(pid) for pid in pids.values()), 5.0, f"children {pids} to die")

@@ -1,12 +1,14 @@
 """The hierarchical timer wheel (taskorbit.timerwheel).
 
 Most tests drive advance() with explicit times; the threaded ones at the end run the
-owner thread on the real clock and wait on events, never on sleeps.
+owner thread on the real clock and wait on events or conditions, and sleep only where
+letting time pass is what the test shows (an idle wheel does nothing meanwhile).
 """
 
 from __future__ import annotations
 
 import logging
+import math
 import random
 import threading
 import time
@@ -15,6 +17,7 @@ import pytest
 
 from taskorbit.errors import ConfigurationError, TimerWheelStopped
 from taskorbit.timerwheel import TimerWheel
+from tests.waiting import wait_for
 
 HOUR = 3600.0
 
@@ -244,11 +247,12 @@ def test_an_earlier_timer_wakes_a_thread_sleeping_for_a_later_one() -> None:
     wheel.start()
     try:
         wheel.schedule(time.monotonic() + HOUR, "in-an-hour")
-        # Wait until the owner thread is asleep with its alarm set an hour ahead.
-        give_up = time.monotonic() + 10.0
-        while (wheel._sleeping_until or 0.0) < time.monotonic() + HOUR / 2:
-            assert time.monotonic() < give_up, "the owner thread never went to sleep"
-            time.sleep(0.001)
+        wait_for(
+            lambda: (wheel._sleeping_until or 0.0) > time.monotonic() + HOUR / 2,
+            10.0,
+            "the owner thread to sleep with its alarm set an hour ahead",
+            poll_s=0.001,
+        )
         wheel.schedule(time.monotonic() + 0.01, "soon")
         assert recorder.all_fired.wait(10.0)
     finally:
@@ -330,7 +334,11 @@ def test_an_idle_wheel_sleeps_instead_of_polling_the_clock() -> None:
     wheel = make_wheel(clock=counting_clock)
     wheel.start()
     try:
-        time.sleep(0.2)  # a busy loop would call the clock thousands of times here
-        assert calls <= 4
+        wait_for(lambda: wheel._sleeping_until == math.inf, 10.0, "the idle wheel to sleep")
+        asleep_after = calls
+        # Letting time pass is the point: a busy loop would call the clock thousands of
+        # times here; a sleeping wheel not once.
+        time.sleep(0.2)
+        assert calls == asleep_after
     finally:
         wheel.stop()

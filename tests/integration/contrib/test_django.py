@@ -9,11 +9,12 @@ import signal
 import sqlite3
 import subprocess
 import sys
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+
+from tests.waiting import wait_for
 
 PROJECT = Path(__file__).parents[3] / "examples" / "django"
 
@@ -29,13 +30,6 @@ def django_project(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     django.setup()
     yield database
     sys.path.remove(str(PROJECT))
-
-
-def wait_for(condition: Callable[[], object], timeout: float = 15.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, "the worker handled nothing"
-        time.sleep(0.02)
 
 
 def test_tasks_modules_are_discovered_and_settings_applied(django_project: Path) -> None:
@@ -59,7 +53,7 @@ def test_a_view_publishes_on_commit_and_a_worker_thread_reads_the_row(django_pro
         )
         assert response.status_code == 201
         order = response.json()["order"]
-        wait_for(lambda: receipts)
+        wait_for(lambda: receipts, 15.0, "the worker thread to send the receipt")
     finally:
         app.stop(5)
     assert receipts == [f"receipt for order {order}: 9.99"]
@@ -111,7 +105,7 @@ def test_manage_py_taskorbit_worker_handles_what_a_view_published_over_redis(
                 ).fetchone()
             return bool(row and row[0])
 
-        wait_for(receipted)
+        wait_for(receipted, 15.0, "the worker process to mark the order receipted")
         proc.send_signal(signal.SIGTERM)
         _, stderr = proc.communicate(timeout=30)
         assert proc.returncode == 0, stderr

@@ -4,11 +4,12 @@ inside the Flask application context."""
 from __future__ import annotations
 
 import importlib.util
-import time
 from pathlib import Path
 from types import ModuleType
 
 import pytest
+
+from tests.waiting import wait_for
 
 EXAMPLE = Path(__file__).parents[3] / "examples" / "flask" / "app.py"
 
@@ -23,13 +24,6 @@ def example(monkeypatch: pytest.MonkeyPatch) -> ModuleType:
     return module
 
 
-def wait_for(items: list[str], timeout: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not items:
-        assert time.monotonic() < deadline, "the worker handled nothing"
-        time.sleep(0.01)
-
-
 def test_a_request_publishes_and_the_worker_handles_it_in_the_app_context(
     example: ModuleType,
 ) -> None:
@@ -39,7 +33,7 @@ def test_a_request_publishes_and_the_worker_handles_it_in_the_app_context(
         response = example.app.test_client().post("/signup", json={"email": "ada@example.com"})
         assert response.status_code == 202
         assert response.get_json()["queued"]
-        wait_for(example.sent)
+        wait_for(lambda: example.sent, 10.0, "the worker to handle the signup")
     finally:
         orbit.stop(5)
     # SITE_NAME comes from current_app.config: only there with the app context pushed.

@@ -7,6 +7,7 @@ import pytest
 from taskorbit.dlq import Selection, for_transport
 from taskorbit.message import Message
 from taskorbit.transports.sqs import SQSTransport
+from tests.contract import receive_until
 from tests.servers.sqs import REGION, SQSFixture
 
 
@@ -23,9 +24,8 @@ def transport(sqs: SQSFixture, monkeypatch: pytest.MonkeyPatch) -> SQSTransport:
 
 def dead_letter(transport: SQSTransport, *bodies: bytes, topic: str = "charge") -> None:
     transport.publish([Message(topic, b, attributes={"customer": "c1"}) for b in bodies])
-    received: list[Message] = []
-    while len(received) < len(bodies):
-        received += transport.receive(10, 1.0)
+    received = receive_until(transport, len(bodies), timeout=10.0)
+    assert sorted(m.body for m in received) == sorted(bodies)
     for m in received:
         transport.dead_letter(m, f"rejected {m.body.decode()}")
 

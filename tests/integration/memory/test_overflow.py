@@ -7,6 +7,7 @@ import threading
 import pytest
 
 import taskorbit as orbit
+from tests.waiting import wait_for
 
 
 class PushingMemoryTransport(orbit.MemoryTransport):
@@ -48,11 +49,12 @@ def test_a_full_ring_reports_drops_and_hands_them_back_so_nothing_is_lost(overfl
     with app:
         app.publish_many("w", list(range(200)))
         # With one worker blocked and four slots, most of a 200-message burst cannot fit.
-        while not recorder.dropped:
-            threading.Event().wait(0.01)
+        wait_for(lambda: recorder.dropped, 10.0, "the ring to drop a message")
         gate.set()
         assert transport.wait_idle(30)
     assert sorted(done) == list(range(200))
+    # How many drops there are depends on how the receive loop and the one handler
+    # interleave, so only their agreement is exact; there was at least one.
     assert app.stats()["dropped"] == len(recorder.dropped) > 0
     assert all(f"overflow={overflow}" in reason for reason in recorder.dropped)
 

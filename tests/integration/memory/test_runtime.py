@@ -12,6 +12,7 @@ import msgspec
 import pytest
 
 import taskorbit as orbit
+from tests.waiting import wait_for
 
 
 class Email(msgspec.Struct):
@@ -123,7 +124,7 @@ def test_explicit_results_retry_with_delay_and_dead_letter(
     refuse.delay(2)
     assert transport.wait_idle(10)
     assert len(runs) == 2
-    assert runs[1] - runs[0] >= 0.29
+    assert runs[1] - runs[0] >= 0.29  # not before the delay; how much after is the machine's
     assert dead_reasons(transport) == {"refuse": "not for us"}
 
 
@@ -164,6 +165,7 @@ def test_countdown_delays_the_first_run(app: orbit.Orbit, transport: orbit.Memor
     eta.delay(1, countdown=0.5)
     assert transport.wait_idle(10)
     assert len(ran_at) == 1
+    # Not before the countdown; the upper bound only allows for a loaded machine.
     assert 0.49 <= ran_at[0] - published < 3.0
 
 
@@ -182,6 +184,7 @@ def test_retry_delay_is_held_in_the_timer_wheel_and_honoured(
     assert transport.wait_idle(10)
     gaps = [b - a for a, b in itertools.pairwise(runs)]
     assert len(gaps) == 2
+    # Not before the delay; the upper bound only allows for a loaded machine.
     assert all(0.19 <= g < 2.0 for g in gaps), gaps
 
 
@@ -229,9 +232,11 @@ def test_a_duplicate_of_a_running_key_is_not_acked_until_its_twin_settles(
         app.publish("pay", 1, idempotency_key="k")
         assert first_running.wait(10)
         app.publish("pay", 1, idempotency_key="k")
-        time.sleep(0.3)  # the duplicate comes and goes back while the first still runs
+        # Seen twice: the duplicate came, went back for duplicate_delay_s, and came
+        # again, all while the first still ran. How often it comes back in that time
+        # depends on the machine, so the count is waited for, not asserted.
+        wait_for(lambda: app.stats()["duplicates"] >= 2, 10.0, "the duplicate to come back")
         assert transport.acked == 0
-        assert app.stats()["duplicates"] >= 1
         release_first.set()
         assert transport.wait_idle(10)
     # The first copy failed, so the work was not done: it ran again and succeeded,
@@ -269,7 +274,7 @@ def test_concurrency_bounds_the_handlers_running_at_once(transport: orbit.Memory
         with lock:
             running += 1
             peak = max(peak, running)
-        time.sleep(0.01)
+        time.sleep(0.01)  # the handler's work: long enough for the others to pile up
         with lock:
             running -= 1
 
@@ -295,9 +300,7 @@ def test_a_slow_message_does_not_hold_back_the_ones_after_it(
     app.handle("w", work)
     with app:
         app.publish_many("w", list(range(50)))
-        deadline = time.monotonic() + 10
-        while len(done) < 49 and time.monotonic() < deadline:
-            time.sleep(0.01)
+        wait_for(lambda: len(done) == 49, 10.0, "all but the slow message")
         assert sorted(done) == list(range(1, 50))  # all but the slow one, while it still runs
         release.set()
         assert transport.wait_idle(10)
@@ -322,8 +325,11 @@ def test_the_dispatcher_does_not_spin_when_idle(app: orbit.Orbit) -> None:
             return ring.get_many(*args, **kwargs)
 
     runtime.dispatcher._ring = CountingRing()  # type: ignore[assignment]
+    # Letting time pass is the point: an idle dispatcher must not poll meanwhile.
     time.sleep(1.0)
-    # It waits inside the ring (0.25 s per call) instead of polling it.
+    # It waits inside the ring, 0.25 s per call: four or five calls in that second, as
+    # the phase falls, and a few more on a loaded machine. A spinning one would make
+    # thousands, so this is a bound, not an exact count.
     assert calls <= 8
 
 
@@ -357,9 +363,7 @@ def test_retries_waiting_in_the_timer_wheel_go_back_to_the_broker_at_stop(
     app.handle("w", lambda n: orbit.retry(delay=5.0))
     app.start()
     app.publish("w", 1)
-    deadline = time.monotonic() + 5
-    while app.stats()["retried"] == 0 and time.monotonic() < deadline:
-        time.sleep(0.01)
+    wait_for(lambda: app.stats()["retried"] == 1, 5.0, "the retry to wait in the timer wheel")
     assert app.stop(timeout=5.0)
     assert transport.pending() == {"ready": 0, "delayed": 1, "in_flight": 0}
 

@@ -141,13 +141,6 @@ def read_all(transport: PubSubTransport, *, timeout: float = 10.0) -> list[Messa
     return got
 
 
-def wait_for(condition: Callable[[], bool], timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.05)
-
-
 def drain(transport: PubSubTransport, *, expect: int, timeout: float = 15.0) -> list[Message]:
     """Receive and ack until ``expect`` messages arrived or ``timeout`` passed."""
     got: list[Message] = []

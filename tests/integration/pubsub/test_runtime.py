@@ -19,9 +19,9 @@ from tests.integration.pubsub.conftest import (
     Resources,
     drain,
     require_emulator,
-    wait_for,
 )
 from tests.servers.pubsub import PubSubServer
+from tests.waiting import wait_for
 
 pytestmark = pytest.mark.integration
 

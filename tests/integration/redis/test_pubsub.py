@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import uuid
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -86,13 +87,21 @@ def test_foreign_payloads_on_the_channel_are_ignored(make_pubsub: Make, raw_redi
     assert [m.body for m in got] == [sent.body]
 
 
-def test_ack_nack_and_dead_letter_are_harmless_no_ops(make_pubsub: Make) -> None:
+def test_ack_nack_and_dead_letter_are_harmless_no_ops(
+    make_pubsub: Make, caplog: pytest.LogCaptureFixture
+) -> None:
     transport = make_pubsub()
     message = Message(topic="t", body=b"x")
-    assert transport.ack([message]) == []
-    transport.nack([message], delay=5)
-    transport.dead_letter(message, "no DLQ here")
-    assert transport.receive(10, timeout=0.2) == []
+    with caplog.at_level(logging.WARNING, logger="taskorbit.redis"):
+        assert transport.ack([message]) == []
+        transport.nack([message], delay=0.0)  # re-published, it would arrive at once
+        transport.dead_letter(message, "no DLQ here")
+        assert transport.receive(10, timeout=0.5) == []
+    # Dropped, and said so, since nothing else will tell.
+    assert [r.getMessage() for r in caplog.records] == [
+        "redis-pubsub cannot redeliver; 1 message(s) dropped",
+        f"redis-pubsub has no dead-letter queue; dropped {message.id} (topic t): no DLQ here",
+    ]
 
 
 def test_glob_characters_in_the_prefix_match_only_themselves(redis_url: str) -> None:

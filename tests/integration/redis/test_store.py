@@ -6,7 +6,6 @@ import json
 import subprocess
 import sys
 import threading
-import time
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
@@ -17,6 +16,7 @@ import pytest
 from taskorbit.errors import ConfigurationError
 from taskorbit.idempotency import ClaimState, IdempotencyStore
 from taskorbit.idempotency_redis import RedisStore
+from tests.waiting import wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -64,18 +64,14 @@ def test_release_leaves_another_workers_claim_alone(store: RedisStore, redis_url
 
 def test_claims_expire_after_their_ttl(store: RedisStore) -> None:
     assert store.claim_many(["short"], ttl_s=0.2) == [NEW]
-    deadline = time.monotonic() + 5.0
-    while time.monotonic() < deadline:
-        if store.claim_many(["short"], ttl_s=0.2) == [NEW]:
-            return
-        time.sleep(0.05)
-    pytest.fail("an expired claim was never freed")
+    wait_for(lambda: store.claim_many(["short"], ttl_s=0.2) == [NEW], 5.0, "the claim to expire")
 
 
 def test_keys_are_stored_under_the_prefix(store: RedisStore, raw_redis: Any) -> None:
     store.claim_many(["order-42"], ttl_s=60)
     assert raw_redis.keys("*") == [b"test:idem:order-42"]
-    assert 0 < raw_redis.pttl("test:idem:order-42") <= 60_000
+    # The ttl_s given, less the moment since the claim (a loaded machine may take a few).
+    assert 55_000 <= raw_redis.pttl("test:idem:order-42") <= 60_000
 
 
 def test_a_ttl_of_zero_is_refused(store: RedisStore) -> None:
