@@ -7,7 +7,7 @@ LINTED := taskorbit tests benchmarks examples
 
 .PHONY: demo test lint typecheck unit sanitize bench services clean
 
-$(STAMP): pyproject.toml setup.py csrc/ringbuf.c csrc/ringbuf.h csrc/ringbuf.cdef taskorbit/_ringbuf_build.py
+$(STAMP): pyproject.toml setup.py csrc/ringbuf.c csrc/ringbuf.h csrc/ringbuf.cdef taskorbit/worker/_ringbuf_build.py
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip setuptools wheel
 	$(PY) -m pip install -q -e '.[dev]'
@@ -42,4 +42,4 @@ bench: $(STAMP)
 	$(PY) benchmarks/plot.py
 
 clean:
-	rm -rf $(VENV) build *.egg-info taskorbit/_ringbuf*.so taskorbit/_ringbuf.c
+	rm -rf $(VENV) build *.egg-info taskorbit/worker/_ringbuf*.so taskorbit/worker/_ringbuf.c

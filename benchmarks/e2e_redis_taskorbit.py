@@ -43,7 +43,7 @@ class Record(msgspec.Struct, array_like=True):
 
 def make_app(url: str, concurrency: int) -> object:
     import taskorbit as orbit
-    from taskorbit.transports.redis_streams import RedisStreamsTransport
+    from taskorbit.transports.redis.streams import RedisStreamsTransport
 
     app = orbit.Orbit(
         RedisStreamsTransport(url=url, stream=STREAM),

@@ -18,7 +18,7 @@ from taskorbit.codec import JSON, MSGPACK, make_decoder
 from taskorbit.hooks import Hooks, HookSet
 from taskorbit.idempotency import MemoryStore
 from taskorbit.message import Message
-from taskorbit.timerwheel import TimerWheel
+from taskorbit.worker.timerwheel import TimerWheel
 
 
 class EmailPayload(msgspec.Struct):

@@ -18,7 +18,7 @@ from typing import Any
 
 import pytest
 
-from taskorbit.ring import Ring
+from taskorbit.worker.ring import Ring
 
 BATCH = 64
 # Peer name -> median seconds per call, filled as the peers run (they run first).

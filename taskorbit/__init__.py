@@ -16,10 +16,10 @@ from taskorbit.hooks import Hooks, LoggingHooks
 from taskorbit.idempotency import ClaimState, IdempotencyStore, MemoryStore
 from taskorbit.message import Action, Message, Result, ack, dead_letter, retry
 from taskorbit.retry import ExponentialBackoff, RetryPolicy
-from taskorbit.ring import Overflow, Ring
 from taskorbit.task import Task
 from taskorbit.transports.base import Transport
 from taskorbit.transports.memory import MemoryTransport
+from taskorbit.worker.ring import Overflow, Ring
 
 __version__ = "0.1.0"
 

@@ -20,11 +20,11 @@ from taskorbit.hooks import Hooks, HookSet
 from taskorbit.idempotency import IdempotencyStore
 from taskorbit.message import DEFAULT_IDEMPOTENCY_ATTR, TOPIC_ATTR, Message
 from taskorbit.retry import DEFAULT_RETRY_POLICY, ExponentialBackoff, RetryPolicy
-from taskorbit.ring import Overflow
-from taskorbit.runtime import Runtime
-from taskorbit.stats import Stats
 from taskorbit.task import Task, not_before
 from taskorbit.transports.base import Transport
+from taskorbit.worker.ring import Overflow
+from taskorbit.worker.runtime import Runtime
+from taskorbit.worker.stats import Stats
 
 logger = logging.getLogger("taskorbit")
 

@@ -6,16 +6,33 @@ import datetime as dt
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Generic, TypeVar
+from typing import Any, Generic, Protocol, TypeVar
 
 from taskorbit.codec import Codec, handler_wants_context, make_decoder, payload_type
 from taskorbit.errors import ConfigurationError
 from taskorbit.retry import RetryPolicy
 
-if TYPE_CHECKING:
-    from taskorbit.app import Orbit
-
 P = TypeVar("P")
+
+
+class Publisher(Protocol):
+    """What a task needs of its app to publish: :meth:`taskorbit.Orbit.publish`.
+
+    A protocol rather than ``Orbit`` itself, so that this module does not import
+    the app that imports it (and, through the worker, everything else)."""
+
+    def publish(
+        self,
+        topic: str,
+        payload: Any,
+        *,
+        idempotency_key: str | None = None,
+        countdown: float | None = None,
+        eta: dt.datetime | float | None = None,
+        attributes: Mapping[str, str] | None = None,
+        ordering_key: str | None = None,
+        codec: Codec | None = None,
+    ) -> str: ...
 
 
 @dataclass(eq=False)
@@ -23,7 +40,7 @@ class Task(Generic[P]):
     """A handler bound to a topic. Calling it runs the function directly; ``delay``
     publishes a message that a worker will run."""
 
-    app: Orbit
+    app: Publisher
     topic: str
     fn: Callable[..., Any]
     codec: Codec

@@ -14,7 +14,7 @@ import hypothesis.strategies as st
 from hypothesis import settings
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, rule
 
-from taskorbit.ring import Overflow, Ring
+from taskorbit.worker.ring import Overflow, Ring
 
 STARTS = [0, 2**32 - 8, 2**64 - 8]
 BATCHES = st.lists(st.integers(), max_size=12)

@@ -13,7 +13,7 @@ from hypothesis import settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule
 
-from taskorbit.timerwheel import TimerWheel
+from taskorbit.worker.timerwheel import TimerWheel
 
 # Offsets from "now", in seconds: past, within a tick, short, long, absurd.
 offsets = st.one_of(

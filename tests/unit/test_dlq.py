@@ -133,8 +133,14 @@ def test_purge_deletes_only_what_matches(
 
 
 def test_a_transport_without_a_dlq_is_refused_with_a_reason() -> None:
-    class Broadcast(orbit.MemoryTransport):
-        name = "redis-pubsub"
+    from taskorbit.transports.redis_pubsub import RedisPubSubTransport
 
-    with pytest.raises(ConfigurationError, match="keeps none"):
-        for_transport(Broadcast())
+    broadcast = RedisPubSubTransport(url="redis://127.0.0.1:1/0")  # connects only when used
+    with pytest.raises(ConfigurationError, match="keeps no dead letters; use Redis Streams"):
+        for_transport(broadcast)
+
+    class Homemade(orbit.MemoryTransport):  # a package with no dlq module
+        name = "homemade"
+
+    with pytest.raises(ConfigurationError, match="'homemade' transport has no dead-letter queue"):
+        for_transport(Homemade())

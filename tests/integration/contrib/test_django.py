@@ -79,7 +79,7 @@ def test_manage_py_taskorbit_worker_handles_what_a_view_published_over_redis(
     from django.test import Client
 
     from taskorbit.contrib.django import app
-    from taskorbit.transports.redis_streams import RedisStreamsTransport
+    from taskorbit.transports.redis.streams import RedisStreamsTransport
 
     proc = subprocess.Popen(
         [sys.executable, "manage.py", "taskorbit_worker", "--status", "off", "--concurrency", "2"],

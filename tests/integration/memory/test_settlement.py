@@ -112,6 +112,30 @@ def test_a_duplicate_waiting_for_its_twin_does_not_jam_its_ordering_key(
     ordered_ledger.assert_clean(app, store=store)
 
 
+def test_messages_parked_behind_their_twin_are_claimed_when_they_run_not_before(
+    ordered_ledger: LedgerTransport, stop_after: list[orbit.Orbit]
+) -> None:
+    # Same idempotency key and same ordering key: each waits behind the one before
+    # it, and must not bounce as a duplicate of it meanwhile (on SQS FIFO and ordered
+    # Pub/Sub every bounce would count a delivery towards the broker's DLQ policy).
+    store = MemoryStore()
+    app = make_app(ordered_ledger, stop_after, idempotency_store=store, local_delay_max=0.0)
+    runs: list[tuple[str, int]] = []
+
+    def handle(name: str, ctx: orbit.Context) -> None:
+        runs.append((name, ctx.attempt))
+        raise RuntimeError("always")
+
+    app.handle("t", handle, max_retries=1, base_delay=0.01)
+    app.start()
+    for name in ("first", "second", "third"):
+        app.publish("t", name, ordering_key="k", idempotency_key="same")
+    assert ordered_ledger.wait_idle(10)
+    assert runs == [(n, a) for n in ("first", "second", "third") for a in (1, 2)]
+    assert app.stats()["duplicates"] == 0
+    ordered_ledger.assert_clean(app, store=store)
+
+
 # -- 5 and 6. shutdown ------------------------------------------------------------
 
 

@@ -10,10 +10,10 @@ import pytest
 
 from taskorbit.errors import ConfigurationError, PayloadTooLargeError, TransportError
 from taskorbit.message import Message
-from taskorbit.transports import pubsub as pubsub_module
-from taskorbit.transports._pubsub_wire import Envelope, Receipt
-from taskorbit.transports._pubsub_wire import read_envelope as real_read_envelope
 from taskorbit.transports.pubsub import PubSubTransport
+from taskorbit.transports.pubsub import transport as pubsub_module
+from taskorbit.transports.pubsub.wire import Envelope, Receipt
+from taskorbit.transports.pubsub.wire import read_envelope as real_read_envelope
 from tests.contract import new_message, receive_until
 from tests.integration.pubsub.conftest import (
     MIN_DELIVERY_ATTEMPTS,

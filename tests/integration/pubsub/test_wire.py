@@ -9,8 +9,8 @@ import pytest
 
 from taskorbit.errors import ConfigurationError, PayloadTooLargeError
 from taskorbit.message import Message
-from taskorbit.transports._pubsub_flow import ByteBudget
-from taskorbit.transports._pubsub_wire import (
+from taskorbit.transports.pubsub.flow import ByteBudget
+from taskorbit.transports.pubsub.wire import (
     MAX_MESSAGE_BYTES,
     attempt_of,
     check_size,

@@ -7,7 +7,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from taskorbit.transports.redis_streams import RedisStreamsTransport
+from taskorbit.transports.redis.streams import RedisStreamsTransport
 
 
 @pytest.fixture

@@ -9,8 +9,8 @@ from typing import Any
 import pytest
 
 from taskorbit.message import Message
-from taskorbit.transports.redis_pubsub import RedisPubSubTransport
-from taskorbit.transports.redis_streams import RedisStreamsTransport
+from taskorbit.transports.redis.pubsub import RedisPubSubTransport
+from taskorbit.transports.redis.streams import RedisStreamsTransport
 from tests.contract import BrokenEnvelope, TransportContract
 
 pytestmark = pytest.mark.integration

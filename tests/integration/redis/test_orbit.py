@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 import taskorbit as orbit
-from taskorbit.transports.redis_streams import RedisStreamsTransport
+from taskorbit.transports.redis.streams import RedisStreamsTransport
 from tests.chaos.redis_chaos_worker import start_worker
 from tests.waiting import wait_for
 
@@ -206,7 +206,7 @@ def recorder(into: list[int]) -> Callable[[dict[str, int]], None]:
 
 
 def test_two_orbits_on_redis_pubsub_both_run_every_message(redis_url: str) -> None:
-    from taskorbit.transports.redis_pubsub import RedisPubSubTransport
+    from taskorbit.transports.redis.pubsub import RedisPubSubTransport
 
     seen: dict[str, list[int]] = {"first": [], "second": []}
     apps = []

@@ -12,7 +12,7 @@ from urllib.parse import urlsplit
 import pytest
 
 import taskorbit as orbit
-from taskorbit.transports.redis_streams import RedisStreamsTransport
+from taskorbit.transports.redis.streams import RedisStreamsTransport
 from tests.ledger import LedgerTransport, RunCounter
 from tests.servers.outage import OutageProxy
 

@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from taskorbit.message import Message
-from taskorbit.transports.redis_pubsub import RedisPubSubTransport
+from taskorbit.transports.redis.pubsub import RedisPubSubTransport
 from tests.contract import new_message, receive_until
 
 pytestmark = pytest.mark.integration

@@ -8,7 +8,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from taskorbit.transports._redis_scripts import LUA_HELPERS, decode_member, encode_member
+from taskorbit.transports.redis.scripts import LUA_HELPERS, decode_member, encode_member
 
 pytestmark = pytest.mark.integration
 

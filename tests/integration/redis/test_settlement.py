@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 
 from taskorbit.message import Message
-from taskorbit.transports.redis_streams import EntryReceipt, RedisStreamsTransport
+from taskorbit.transports.redis.streams import EntryReceipt, RedisStreamsTransport
 from tests.contract import new_message, receive_until
 from tests.waiting import wait_for
 

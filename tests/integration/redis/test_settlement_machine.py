@@ -9,7 +9,7 @@ import pytest
 import redis
 
 import taskorbit as orbit
-from taskorbit.transports.redis_streams import RedisStreamsTransport
+from taskorbit.transports.redis.streams import RedisStreamsTransport
 from tests.settlement_machine import Backend, run_machine
 
 pytestmark = pytest.mark.integration

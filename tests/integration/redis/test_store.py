@@ -15,7 +15,7 @@ import pytest
 
 from taskorbit.errors import ConfigurationError
 from taskorbit.idempotency import ClaimState, IdempotencyStore
-from taskorbit.idempotency_redis import RedisStore
+from taskorbit.idempotency.redis import RedisStore
 from tests.waiting import wait_for
 
 pytestmark = pytest.mark.integration
@@ -108,7 +108,7 @@ def test_threads_racing_for_the_same_keys_get_each_key_new_exactly_once(
 CLAIMER = """
 import json, sys
 from taskorbit.idempotency import ClaimState
-from taskorbit.idempotency_redis import RedisStore
+from taskorbit.idempotency.redis import RedisStore
 store = RedisStore(url=sys.argv[1], prefix="procs:")
 keys = [f"key-{i}" for i in range(2000)]
 won = []

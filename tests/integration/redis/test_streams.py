@@ -12,7 +12,7 @@ import pytest
 
 from taskorbit.errors import ConfigurationError
 from taskorbit.message import Message
-from taskorbit.transports.redis_streams import RedisStreamsTransport
+from taskorbit.transports.redis.streams import RedisStreamsTransport
 from tests.contract import new_message, receive_until
 from tests.servers import free_port
 

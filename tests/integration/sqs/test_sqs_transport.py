@@ -18,8 +18,8 @@ from taskorbit.errors import (
     TransportConnectionError,
 )
 from taskorbit.message import DLQ_ATTEMPTS_ATTR, DLQ_REASON_ATTR, Message
-from taskorbit.transports._sqs_wire import Receipt
 from taskorbit.transports.sqs import SQSTransport
+from taskorbit.transports.sqs.wire import Receipt
 from tests.contract import receive_until
 from tests.servers import free_port
 from tests.servers.sqs import SQSFixture

@@ -9,9 +9,9 @@ from typing import Any
 
 from django.core.management.base import BaseCommand
 
-from taskorbit._cli_config import resolve
-from taskorbit._cli_worker import configure_logging, run_worker
-from taskorbit.cli import add_worker_options
+from taskorbit.cli.config import resolve
+from taskorbit.cli.main import add_worker_options
+from taskorbit.cli.worker import configure_logging, run_worker
 from taskorbit.contrib.django import app
 
 APP_SPEC = "taskorbit.contrib.django.worker:app"
