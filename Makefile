@@ -5,7 +5,7 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-dev
 LINTED := taskorbit tests benchmarks examples
 
-.PHONY: demo test lint typecheck unit sanitize bench services clean
+.PHONY: demo test lint typecheck unit sanitize bench chaos services clean
 
 $(STAMP): pyproject.toml setup.py csrc/ringbuf.c csrc/ringbuf.h csrc/ringbuf.cdef taskorbit/worker/_ringbuf_build.py
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -40,6 +40,10 @@ bench: $(STAMP)
 	$(PY) -m pytest benchmarks --benchmark-only -q
 	$(PY) benchmarks/run_e2e.py --suite all --repeat 3
 	$(PY) benchmarks/plot.py
+
+# 100 SIGKILLs over 5,000 messages per durable transport; the table of docs/reliability.md.
+chaos: $(STAMP) services
+	$(PY) benchmarks/chaos.py
 
 clean:
 	rm -rf $(VENV) build *.egg-info taskorbit/worker/_ringbuf*.so taskorbit/worker/_ringbuf.c
