@@ -61,8 +61,10 @@ def main() -> None:
     send_email.delay(Email(to="ada@example.com", subject="Welcome"))
     build_report.delay(Report(name="monthly"))
     send_reminder.delay("stand up and stretch", countdown=1.0)
-    # A payload that does not match Email: decoding fails, so no retry can help.
-    app.publish("email.send", {"to": "bob@example.com"})
+    # A payload that does not match Email, from a producer that does not check
+    # (here: a raw message; .delay() would refuse it with PayloadError). Decoding
+    # fails in the worker, so no retry can help: it goes to the dead-letter queue.
+    transport.publish([orbit.Message("email.send", b'{"to": "bob@example.com"}')])
 
     with app:
         transport.wait_idle(timeout=10.0)

@@ -6,6 +6,8 @@ from taskorbit.context import Context
 from taskorbit.errors import (
     ConfigurationError,
     DecodeError,
+    EncodeError,
+    PayloadError,
     PayloadTooLargeError,
     RingClosed,
     TaskorbitError,
@@ -52,6 +54,8 @@ __all__ = [
     # errors
     "ConfigurationError",
     "DecodeError",
+    "EncodeError",
+    "PayloadError",
     "PayloadTooLargeError",
     "RingClosed",
     "TaskorbitError",

@@ -20,6 +20,12 @@ publishes them untouched, so raw payloads round-trip whatever the codec.
 A body that cannot be decoded raises :class:`~taskorbit.errors.DecodeError` whose
 message is the reason the dead-letter queue shows, e.g. ``malformed JSON: ...`` or
 ``payload does not match EmailPayload: Object missing required field `to```.
+
+The same decoder guards the producer side: publishing a payload for a topic
+registered in the publishing process decodes the body it just encoded
+(:meth:`taskorbit.Task.check`), so a payload the worker would dead-letter raises
+:class:`~taskorbit.errors.PayloadError` instead, worded the same way
+(``payload for 'email.send' does not match EmailPayload: ...``).
 """
 
 from __future__ import annotations
@@ -117,7 +123,7 @@ class _RawCodec:
     def decoder(self, tp: Any) -> Decoder:
         if tp is str:
             return _decode_utf8
-        if tp is Any or _strip_annotated(tp) in _RAW_TYPES:
+        if tp is Any or strip_annotated(tp) in _RAW_TYPES:
             return bytes
         raise ConfigurationError(
             f"the raw codec hands handlers bytes, but the payload is annotated "
@@ -164,7 +170,7 @@ def make_decoder(tp: Any, codec: Codec) -> Decoder:
     cannot decode (for msgspec, a plain class without a Struct/dataclass shape) is
     a :class:`ConfigurationError` now rather than a dead letter per message later.
     """
-    if _strip_annotated(tp) is bytes:
+    if strip_annotated(tp) is bytes:
         return bytes
     return codec.decoder(tp)
 
@@ -260,7 +266,8 @@ def _hint_target(fn: Callable[..., Any]) -> Any:
     return type(fn).__call__  # a callable object
 
 
-def _strip_annotated(tp: Any) -> Any:
+def strip_annotated(tp: Any) -> Any:
+    """``Annotated[int, Meta(ge=0)]`` → ``int``; any other type unchanged."""
     if typing.get_origin(tp) is typing.Annotated:
         return typing.get_args(tp)[0]
     return tp

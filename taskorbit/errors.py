@@ -31,6 +31,26 @@ class EncodeError(TaskorbitError, TypeError):
     """An object could not be encoded by the codec (an unsupported type, most often)."""
 
 
+class PayloadError(ConfigurationError):
+    """A payload published for a topic registered in this process does not match its
+    handler's declared type, so the worker would dead-letter it: it is refused
+    before it is sent. ``topic`` and ``reason`` (the decoder's own words) are kept
+    for callers that report it, e.g. as an HTTP 400."""
+
+    def __init__(self, topic: str, reason: str) -> None:
+        self.topic = topic
+        self.reason = reason
+        # The decoder says "payload does not match Welcome: ..."; name the topic in it.
+        if reason.startswith("payload "):
+            rest = reason[len("payload ") :]
+        else:
+            rest = f"cannot be decoded: {reason}"
+        super().__init__(f"payload for {topic!r} {rest}")
+
+    def __reduce__(self) -> tuple[type[PayloadError], tuple[str, str]]:
+        return type(self), (self.topic, self.reason)  # picklable despite two arguments
+
+
 class TransportError(TaskorbitError):
     """The broker or its client library failed; the call may succeed if repeated."""
 

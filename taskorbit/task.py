@@ -6,13 +6,23 @@ import datetime as dt
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Generic, Protocol, TypeVar
+from typing import Any, Generic, Protocol, TypeVar, overload
 
-from taskorbit.codec import Codec, handler_wants_context, make_decoder, payload_type
-from taskorbit.errors import ConfigurationError
+from taskorbit.codec import (
+    Codec,
+    handler_wants_context,
+    make_decoder,
+    payload_type,
+    strip_annotated,
+)
+from taskorbit.context import Context
+from taskorbit.errors import ConfigurationError, DecodeError, PayloadError
 from taskorbit.retry import RetryPolicy
 
 P = TypeVar("P")
+
+# Payload types every body decodes into: checking them at publish time finds nothing.
+_UNCHECKED: tuple[Any, ...] = (Any, object, bytes)
 
 
 class Publisher(Protocol):
@@ -38,7 +48,13 @@ class Publisher(Protocol):
 @dataclass(eq=False)
 class Task(Generic[P]):
     """A handler bound to a topic. Calling it runs the function directly; ``delay``
-    publishes a message that a worker will run."""
+    publishes a message that a worker will run.
+
+    ``Task`` is generic in its payload type ``P``: registering
+    ``def send(msg: Welcome, ctx: Context) -> None`` gives a ``Task[Welcome]``, so a
+    type checker flags ``send.delay(123)``. At run time the payload is checked too,
+    before it is sent (:meth:`check`).
+    """
 
     app: Publisher
     topic: str
@@ -49,6 +65,9 @@ class Task(Generic[P]):
     payload_type: Any = field(init=False)
     decode: Callable[[bytes], Any] = field(init=False, repr=False)
     wants_context: bool = field(init=False)
+    #: False for ``bytes`` and ``Any`` handlers, whose decoder refuses nothing it
+    #: is given by its own encoder.
+    checks_payloads: bool = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
         if not self.topic or not isinstance(self.topic, str):
@@ -58,11 +77,42 @@ class Task(Generic[P]):
         self.payload_type = payload_type(self.fn)
         self.decode = make_decoder(self.payload_type, self.codec)
         self.wants_context = handler_wants_context(self.fn)
+        self.checks_payloads = strip_annotated(self.payload_type) not in _UNCHECKED
         self.__name__ = getattr(self.fn, "__name__", self.topic)
         self.__doc__ = getattr(self.fn, "__doc__", None)
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         return self.fn(*args, **kwargs)
+
+    def check(self, body: bytes) -> None:
+        """Raise :class:`PayloadError` when the worker could not decode ``body`` into
+        this handler's payload type (it would dead-letter it).
+
+        Publishing calls this for every message of a topic registered in the
+        publishing process. It runs the decoder the worker will run, on the body
+        just encoded: what passes here decodes there, including msgspec
+        constraints and the field types of a Struct built by hand (a Struct's
+        constructor does not check them). It costs one decode; see docs/api.md.
+        """
+        if not self.checks_payloads:
+            return
+        try:
+            self.decode(body)
+        except DecodeError as e:
+            raise PayloadError(self.topic, str(e)) from e
+
+    def key_for(self, payload: P) -> str | None:
+        """The idempotency key the task's ``idempotency_key`` function gives
+        ``payload`` (None without one)."""
+        if self.idempotency_key is None:
+            return None
+        try:
+            return self.idempotency_key(payload)
+        except Exception:
+            # A payload of the wrong shape usually breaks the key function first
+            # (AttributeError on an int): name the payload's fault when it is one.
+            self.check(self.codec.encode(payload))
+            raise
 
     def delay(
         self,
@@ -79,9 +129,9 @@ class Task(Generic[P]):
         ``countdown`` (seconds from now) or ``eta`` (an aware datetime or an epoch
         timestamp) delay the first run. The idempotency key, when given or computed
         by the task's ``idempotency_key`` function, travels as a message attribute.
+        A payload that does not match the handler's type raises
+        :class:`PayloadError` and nothing is sent.
         """
-        if idempotency_key is None and self.idempotency_key is not None:
-            idempotency_key = self.idempotency_key(payload)
         return self.app.publish(
             self.topic,
             payload,
@@ -92,6 +142,23 @@ class Task(Generic[P]):
             ordering_key=ordering_key,
             codec=self.codec,
         )
+
+
+class TaskDecorator(Protocol):
+    """What ``@app.task("topic", ...)`` returns: it turns a handler taking a ``P``
+    (and, optionally, a :class:`Context`) into a ``Task[P]``.
+
+    A protocol with two overloads rather than one ``Callable``, so that handlers
+    with and without a context both keep their payload type::
+
+        @app.task("welcome.send")
+        def send(msg: Welcome, ctx: Context) -> None: ...    # Task[Welcome]
+    """
+
+    @overload
+    def __call__(self, fn: Callable[[P, Context], object], /) -> Task[P]: ...
+    @overload
+    def __call__(self, fn: Callable[[P], object], /) -> Task[P]: ...
 
 
 def not_before(countdown: float | None, eta: dt.datetime | float | None) -> float | None:

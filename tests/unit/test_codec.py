@@ -20,8 +20,15 @@ from taskorbit.codec import (
     handler_wants_context,
     make_decoder,
     payload_type,
+    strip_annotated,
 )
-from taskorbit.errors import ConfigurationError, DecodeError, EncodeError, TaskorbitError
+from taskorbit.errors import (
+    ConfigurationError,
+    DecodeError,
+    EncodeError,
+    PayloadError,
+    TaskorbitError,
+)
 
 
 class EmailPayload(msgspec.Struct):
@@ -303,3 +310,45 @@ def test_a_bound_method_does_not_count_self() -> None:
 def test_a_handler_needing_more_than_payload_and_context_is_refused(handler: Any) -> None:
     with pytest.raises(ConfigurationError, match="requires"):
         handler_wants_context(handler)
+
+
+def test_strip_annotated_gives_the_annotated_type_and_leaves_others_alone() -> None:
+    assert strip_annotated(Annotated[bytes, "raw"]) is bytes
+    assert strip_annotated(dict[str, int]) == dict[str, int]
+
+
+# -- the same words at publish time ---------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("tp", "codec", "body", "published"),
+    [
+        (
+            EmailPayload,
+            JSON,
+            b'{"subject": "hi"}',
+            "payload for 'email.send' does not match EmailPayload: "
+            "Object missing required field `to`",
+        ),
+        (
+            EmailPayload,
+            JSON,
+            b'{"to": ',
+            "payload for 'email.send' cannot be decoded: malformed JSON: Input data was truncated",
+        ),
+        (
+            str,
+            RAW,
+            b"\xff",
+            "payload for 'email.send' is not valid UTF-8: 'utf-8' codec can't decode "
+            "byte 0xff in position 0: invalid start byte",
+        ),
+    ],
+    ids=["wrong-shape", "malformed", "not-utf8"],
+)
+def test_every_decode_error_reads_as_a_sentence_when_publishing_names_the_topic(
+    tp: Any, codec: Codec, body: bytes, published: str
+) -> None:
+    with pytest.raises(DecodeError) as info:
+        make_decoder(tp, codec)(body)
+    assert str(PayloadError("email.send", str(info.value))) == published

@@ -139,7 +139,7 @@ def test_malformed_json_wrong_schema_and_unknown_topic_go_to_the_dlq_and_work_go
 
     app.start()
     transport.publish([orbit.Message(topic="email", body=b"{not json")])
-    app.publish("email", {"to": "x@y.z"})  # no subject
+    transport.publish([orbit.Message(topic="email", body=b'{"to":"x@y.z"}')])  # no subject
     app.publish("nobody.listens", {"a": 1})
     email.delay(Email(to="ok@y.z", subject="fine"))
     assert transport.wait_idle(10)
