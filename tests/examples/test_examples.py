@@ -39,7 +39,7 @@ def test_every_example_directory_has_a_readme() -> None:
     # Exactly these: a new example needs a test below as well as a README.
     assert {d.name for d in directories} == {
         "simple", "retry", "delayed", "idempotent", "otel",
-        "sqs", "pubsub", "redis", "django", "flask",
+        "sqs", "pubsub", "redis", "django", "flask", "testing",
     }  # fmt: skip
     for directory in directories:
         assert (directory / "README.md").is_file(), f"{directory.name} has no README.md"
