@@ -2,18 +2,25 @@
 PYTHON ?= python3
 VENV   := .venv
 PY     := $(VENV)/bin/python
+BUILT  := $(VENV)/.installed
 STAMP  := $(VENV)/.installed-dev
 LINTED := taskorbit tests benchmarks examples
 
 .PHONY: demo test lint typecheck unit sanitize bench chaos services clean
 
-$(STAMP): pyproject.toml setup.py csrc/ringbuf.c csrc/ringbuf.h csrc/ringbuf.cdef taskorbit/worker/_ringbuf_build.py
+# The package alone (the C ring built by pip): all that `make demo` needs.
+$(BUILT): pyproject.toml setup.py csrc/ringbuf.c csrc/ringbuf.h csrc/ringbuf.cdef taskorbit/worker/_ringbuf_build.py
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q -e .
+	touch $@
+
+# The development tools, the brokers' client libraries and the test servers' Python parts.
+$(STAMP): $(BUILT)
 	$(PY) -m pip install -q --upgrade pip setuptools wheel
 	$(PY) -m pip install -q -e '.[dev]'
 	touch $@
 
-demo: $(STAMP)
+demo: $(BUILT)
 	$(PY) examples/quickstart.py
 
 services:

@@ -193,6 +193,8 @@ class Orbit:
         self.tasks: dict[str, Task[Any]] = {}
         self._stats = Stats()
         self._runtime: Runtime | None = None
+        # The runtime stop() is draining: stats() still reads its gauges meanwhile.
+        self._draining: Runtime | None = None
         self._lock = threading.Lock()  # guards start/stop
 
     # -- registration ------------------------------------------------------------
@@ -504,14 +506,23 @@ class Orbit:
             runtime.start()
             self._runtime = runtime
 
+    @property
+    def draining(self) -> bool:
+        """True while :meth:`stop` waits for running handlers to finish."""
+        return self._draining is not None
+
     def stop(self, timeout: float | None = None) -> bool:
         """Drain and stop the worker; True when every running handler finished
         within ``timeout`` (default ``shutdown_timeout``) seconds."""
         with self._lock:
             runtime, self._runtime = self._runtime, None
+            self._draining = runtime
         if runtime is None:
             return True
-        return runtime.stop(self.shutdown_timeout if timeout is None else timeout)
+        try:
+            return runtime.stop(self.shutdown_timeout if timeout is None else timeout)
+        finally:
+            self._draining = None
 
     def run(self) -> None:
         """Run the worker until SIGTERM or SIGINT, then drain and return.
@@ -593,7 +604,8 @@ class Orbit:
         - ``ordering_keys_held``: ordering keys a message holds right now (SQS
           FIFO groups, Pub/Sub ordering keys).
         """
-        runtime = self._runtime
+        # While stop() drains, the gauges are still the runtime's: handlers run on.
+        runtime = self._runtime or self._draining
         if runtime is not None:
             return runtime.snapshot()
         return self._stats.snapshot()

@@ -7,15 +7,19 @@ message into the main queue first and deletes it from the DLQ only after the cop
 is accepted**, so a crash in between leaves a duplicate, never a loss.
 
 A redriven message starts over: attempt 1, without the ``taskorbit-dlq-*``
-attributes, with its topic, body, other attributes and ordering key unchanged.
+attributes, with its topic, body, other attributes and ordering key unchanged. It
+is a new message with a new id; the dead letter's id travels with it in the
+``taskorbit-redriven-from`` attribute, and ``redrive`` reports the new id of each
+(:attr:`DeadLetter.redriven_as`), so that the two can be traced to each other.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import importlib
+import sys
 from collections.abc import Iterable, Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Protocol
 
 from taskorbit.errors import ConfigurationError
@@ -31,12 +35,17 @@ from taskorbit.transports.base import Transport
 
 _DLQ_ONLY = (DLQ_REASON_ATTR, DLQ_ATTEMPTS_ATTR, DLQ_TIME_ATTR, ATTEMPT_ATTR, NOT_BEFORE_ATTR)
 
+#: On a redriven copy: the id of the dead letter it was copied from.
+REDRIVEN_FROM_ATTR = "taskorbit-redriven-from"
+
 
 @dataclass(frozen=True)
 class DeadLetter:
     """One message in a DLQ: the original message plus why and when it landed there.
 
     ``id`` is what ``show``/``redrive``/``purge`` accept: the original message id.
+    ``redriven_as`` is set on what ``redrive`` returns: the id the broker gave the
+    copy (None for a dry run).
     """
 
     id: str
@@ -44,6 +53,7 @@ class DeadLetter:
     reason: str
     attempts: int
     time: float | None
+    redriven_as: str | None = None
 
     @classmethod
     def of(cls, message: Message) -> DeadLetter:
@@ -68,14 +78,21 @@ class DeadLetter:
         return dt.datetime.fromtimestamp(self.time, dt.timezone.utc).strftime("%Y-%m-%d %H:%M:%S")
 
     def redriven(self) -> Message:
-        """The copy that goes back to the main queue: a fresh first attempt."""
+        """The copy that goes back to the main queue: a fresh first attempt, which
+        names the dead letter it came from in ``taskorbit-redriven-from``."""
         original = self.message
+        attributes = {k: v for k, v in original.attributes.items() if k not in _DLQ_ONLY}
+        attributes[REDRIVEN_FROM_ATTR] = self.id
         return Message(
             topic=original.topic,
             body=original.body,
-            attributes={k: v for k, v in original.attributes.items() if k not in _DLQ_ONLY},
+            attributes=attributes,
             ordering_key=original.ordering_key,
         )
+
+    def redriven_to(self, new_id: str) -> DeadLetter:
+        """This dead letter, recording the id of its redriven copy."""
+        return replace(self, redriven_as=new_id)
 
 
 @dataclass(frozen=True)
@@ -140,11 +157,16 @@ def for_transport(transport: Transport) -> DeadLetterQueue:
     it is found by the transport's own package, so adding a broker adds no branch
     here and this module imports no broker.
     """
-    package = type(transport).__module__.rpartition(".")[0]
-    try:
-        module = importlib.import_module(f"{package}.dlq")
-    except ModuleNotFoundError:
-        module = None
+    defined_in = type(transport).__module__
+    is_package = hasattr(sys.modules.get(defined_in), "__path__")
+    package = defined_in if is_package else defined_in.rpartition(".")[0]
+    module = None
+    if package:  # a transport defined in a top-level module has no package to look in
+        try:
+            module = importlib.import_module(f"{package}.dlq")
+        except ModuleNotFoundError as e:
+            if e.name != f"{package}.dlq":
+                raise  # the dlq module exists, but something it imports does not
     build = getattr(module, "dead_letter_queue", None)
     if build is None:
         raise ConfigurationError(f"the {transport.name!r} transport has no dead-letter queue")
@@ -165,10 +187,17 @@ def take(
     return chosen
 
 
-def publish_copies(transport: Transport, letters: Sequence[DeadLetter]) -> None:
-    """Publish the redriven copies; raises (and so deletes nothing) if any failed."""
-    if letters:
-        transport.publish([letter.redriven() for letter in letters])
+def publish_copies(
+    transport: Transport, letters: Sequence[DeadLetter], copies: Sequence[Message] | None = None
+) -> Letters:
+    """Publish the redriven copies (``letter.redriven()`` unless ``copies`` are given,
+    one per letter); raises (and so deletes nothing) if any failed. Returns the
+    letters with the new id of each copy in ``redriven_as``."""
+    if not letters:
+        return []
+    sent = list(copies) if copies is not None else [letter.redriven() for letter in letters]
+    ids = transport.publish(sent)
+    return [letter.redriven_to(new_id) for letter, new_id in zip(letters, ids, strict=True)]
 
 
 class BrowsableDeadLetterQueue:
@@ -205,11 +234,14 @@ class BrowsableDeadLetterQueue:
         self, selection: Selection, *, limit: int | None = None, dry_run: bool = False
     ) -> Letters:
         chosen = take(self._letters(), selection, limit)
-        if not dry_run:
-            for batch in self._pages(chosen):
-                publish_copies(self.transport, batch)  # copy first ...
-                self._delete(batch)  # ... then delete
-        return chosen
+        if dry_run:
+            return chosen
+        done: Letters = []
+        for batch in self._pages(chosen):
+            copied = publish_copies(self.transport, batch)  # copy first ...
+            self._delete(batch)  # ... then delete
+            done += copied
+        return done
 
     def purge(
         self, selection: Selection, *, limit: int | None = None, dry_run: bool = False
@@ -227,6 +259,7 @@ class BrowsableDeadLetterQueue:
 
 __all__ = [
     "ALL",
+    "REDRIVEN_FROM_ATTR",
     "BrowsableDeadLetterQueue",
     "DeadLetter",
     "DeadLetterQueue",

@@ -28,7 +28,10 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from flask import Flask
+from taskorbit.extras import needs_extra
+
+with needs_extra("the Flask extension (taskorbit.contrib.flask)", "flask", "flask"):
+    from flask import Flask
 
 from taskorbit.app import Orbit
 from taskorbit.contrib import configure, prefixed

@@ -22,8 +22,11 @@ from collections.abc import Sequence
 from typing import Any
 
 from taskorbit.errors import ConfigurationError
+from taskorbit.extras import needs_extra
 from taskorbit.idempotency.base import ClaimState
-from taskorbit.transports.redis.client import RedisClient, connect, translated
+
+with needs_extra("the Redis idempotency store", "redis", "redis"):
+    from taskorbit.transports.redis.client import RedisClient, connect, translated
 
 # KEYS: the prefixed keys. ARGV: ttl ms, this store's in-progress value.
 # Returns one state per key: 0 NEW, 1 IN_PROGRESS, 2 DONE.

@@ -26,8 +26,11 @@ from __future__ import annotations
 import contextlib
 from typing import Any
 
-from opentelemetry import context, propagate, trace
-from opentelemetry.trace import SpanKind, Status, StatusCode
+from taskorbit.extras import needs_extra
+
+with needs_extra("OpenTelemetryHooks", "otel", "opentelemetry"):
+    from opentelemetry import context, propagate, trace
+    from opentelemetry.trace import SpanKind, Status, StatusCode
 
 from taskorbit.hooks import Hooks
 from taskorbit.message import Message, Result

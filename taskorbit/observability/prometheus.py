@@ -25,7 +25,10 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge, Histogram
+from taskorbit.extras import needs_extra
+
+with needs_extra("PrometheusHooks", "prometheus", "prometheus_client"):
+    from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge, Histogram
 
 from taskorbit.hooks import Hooks
 from taskorbit.message import Message, Result

@@ -127,6 +127,21 @@ class Transport(abc.ABC):
         """Send ``messages`` (topic, body, attributes, ordering_key, not_before) in as
         few calls as the broker allows; return their broker-assigned ids in order."""
 
+    def check(self, timeout: float) -> None:  # noqa: B027
+        """Make one cheap call to the broker, waiting at most about ``timeout``
+        seconds; return when it answered. Raises
+        :class:`~taskorbit.errors.TransportConnectionError` (or another
+        :class:`~taskorbit.errors.TransportError`) with a sentence that names the
+        endpoint and the cause, e.g. ``cannot connect to redis://127.0.0.1:6379/0
+        (Connection refused)``. ``taskorbit worker`` calls it before it starts, so
+        that a broker that is down says so at once. A no-op where there is nothing
+        to reach (the in-memory transport)."""
+
+    def describe(self) -> str:
+        """Where this transport's broker is, without secrets, for log lines:
+        ``redis://:***@cache:6379/0``, an SQS queue URL, a Pub/Sub subscription."""
+        return self.name
+
     def close(self) -> None:  # noqa: B027
         """Release connections. Called once, after the worker stopped using it."""
 

@@ -1,9 +1,16 @@
-"""Broker → ring: long-poll the transport for no more than the ring has room for."""
+"""Broker → ring: long-poll the transport for no more than the ring has room for.
+
+A receive that fails is retried with a backoff from 0.2 s to 5 s, and the outage
+is logged the way :class:`Outage` says: where the poller cannot receive from, why,
+and when it tries again; once at the start, then at growing intervals, and once
+when it ends.
+"""
 
 from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Callable
 
 from taskorbit.errors import RingClosed, TransportError
@@ -45,15 +52,13 @@ class PollerThread(threading.Thread):
         self._batch_floor = max(1, min(transport.max_batch, ring.capacity // 4))
 
     def run(self) -> None:
-        failures = 0
+        outage = Outage(_where(self._transport))
         while not self.stopping.is_set():
             try:
                 self._poll_once()
-                failures = 0
+                outage.ended()
             except TransportError as exc:
-                failures += 1
-                pause = min(0.1 * 2**failures, 5.0)
-                logger.warning("receive failed (%s); retrying in %.1f s", exc, pause)
+                pause = outage.failed(exc)
                 self._stats.add("errors")
                 self._hooks.fire("on_error", None, exc)
                 self.stopping.wait(pause)
@@ -103,3 +108,69 @@ class PollerThread(threading.Thread):
                     self._drop(m, f"ring full (overflow={self._ring.overflow.value})")
                 return
             pending = left  # BLOCK: the wait timed out; check for shutdown, wait again
+
+
+class Outage:
+    """The log of one poller's failed receives: backoff and what to say when.
+
+    The first failure is a warning with the endpoint (``Transport.describe``), the
+    cause and the pause; while it lasts, the warning comes again after 10 s, 20 s,
+    40 s ... (then every 5 min); failures in between are at debug level. The end is
+    an info line with how long it took. The pause doubles from 0.2 s up to 5 s::
+
+        cannot receive from SQS queue https://.../jobs (...); retrying in 0.2 s
+        still cannot receive from SQS queue https://.../jobs after 10 s (...); retrying every 5.0 s
+        receiving from SQS queue https://.../jobs again after 42.3 s
+    """
+
+    BASE_S: float = 0.1
+    CAP_S: float = 5.0
+    FIRST_REMINDER_S: float = 10.0
+    MAX_REMINDER_S: float = 300.0
+
+    def __init__(self, where: str, *, clock: Callable[[], float] = time.monotonic) -> None:
+        self.where = where
+        self._clock = clock
+        self.failures = 0
+        self._since = 0.0
+        self._next_warning = 0.0
+
+    def failed(self, exc: BaseException) -> float:
+        """Log this failure as its place in the outage says; return the pause."""
+        now = self._clock()
+        self.failures += 1
+        pause = min(self.BASE_S * 2.0**self.failures, self.CAP_S)
+        if self.failures == 1:
+            self._since = now
+            self._next_warning = now + self.FIRST_REMINDER_S
+            logger.warning(
+                "cannot receive from %s (%s); retrying in %.1f s", self.where, exc, pause
+            )
+        elif now >= self._next_warning:
+            lasted = now - self._since
+            self._next_warning = now + min(self.MAX_REMINDER_S, lasted)
+            logger.warning(
+                "still cannot receive from %s after %.0f s (%s); retrying every %.1f s",
+                self.where,
+                lasted,
+                exc,
+                pause,
+            )
+        else:
+            logger.debug("cannot receive from %s (%s); retrying in %.1f s", self.where, exc, pause)
+        return pause
+
+    def ended(self) -> None:
+        if self.failures:
+            logger.info(
+                "receiving from %s again after %.1f s", self.where, self._clock() - self._since
+            )
+            self.failures = 0
+
+
+def _where(transport: Transport) -> str:
+    try:
+        return transport.describe()
+    except Exception:  # a log line's detail is never worth a dead poller
+        logger.exception("%s.describe() failed", type(transport).__name__)
+        return transport.name

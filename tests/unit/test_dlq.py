@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import importlib
+import sys
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
 import taskorbit as orbit
-from taskorbit.dlq import Selection, for_transport
+from taskorbit.dlq import REDRIVEN_FROM_ATTR, Selection, for_transport
 from taskorbit.errors import ConfigurationError, TransportError
 
 
@@ -96,8 +99,24 @@ def test_redrive_keeps_user_attributes_and_drops_the_dead_letter_ones(
     dead_letter_some(app, transport)
     letter = for_transport(transport).list(selection=Selection.of(reason="-1"))[0]
     copy = letter.redriven()
-    assert copy.attributes == {"customer": "c1"}
+    assert copy.attributes == {"customer": "c1", REDRIVEN_FROM_ATTR: letter.id}
     assert copy.attempt == 1 and copy.topic == "charge"
+
+
+def test_redrive_reports_the_new_id_of_each_copy_which_names_its_dead_letter(
+    app: orbit.Orbit, transport: orbit.MemoryTransport
+) -> None:
+    dead_letter_some(app, transport)
+    dlq = for_transport(transport)
+    letters = dlq.list(selection=Selection.of(topic="charge"))
+    moved = dlq.redrive(Selection.of(topic="charge"))
+    assert [x.id for x in moved] == [x.id for x in letters]
+    copies = transport.receive(10, 1.0)
+    assert {m.id: m.attributes[REDRIVEN_FROM_ATTR] for m in copies} == {
+        x.redriven_as: x.id for x in moved
+    }
+    assert all(x.redriven_as not in (None, x.id) for x in moved)
+    assert all(x.redriven_as is None for x in dlq.redrive(Selection(), dry_run=True))
 
 
 def test_a_dry_run_changes_nothing(app: orbit.Orbit, transport: orbit.MemoryTransport) -> None:
@@ -144,3 +163,38 @@ def test_a_transport_without_a_dlq_is_refused_with_a_reason() -> None:
 
     with pytest.raises(ConfigurationError, match="'homemade' transport has no dead-letter queue"):
         for_transport(Homemade())
+
+
+def test_a_transport_from_a_top_level_module_has_no_dead_letter_queue(tmp_path: Path) -> None:
+    (tmp_path / "homebroker.py").write_text(
+        "import taskorbit as orbit\n"
+        "class HomeTransport(orbit.MemoryTransport):\n"
+        "    name = 'home'\n"
+    )
+    sys.path.insert(0, str(tmp_path))
+    try:
+        home = importlib.import_module("homebroker").HomeTransport()
+    finally:
+        sys.path.remove(str(tmp_path))
+    with pytest.raises(ConfigurationError, match="'home' transport has no dead-letter queue"):
+        for_transport(home)
+
+
+def test_a_dlq_module_missing_a_library_says_so_rather_than_no_dead_letter_queue(
+    tmp_path: Path,
+) -> None:
+    package = tmp_path / "homebroker2"
+    package.mkdir()
+    (package / "__init__.py").write_text(
+        "import taskorbit as orbit\n"
+        "class HomeTransport(orbit.MemoryTransport):\n"
+        "    name = 'home'\n"
+    )
+    (package / "dlq.py").write_text("import taskorbit_no_such_client_library\n")
+    sys.path.insert(0, str(tmp_path))
+    try:
+        home = importlib.import_module("homebroker2").HomeTransport()
+        with pytest.raises(ModuleNotFoundError, match="taskorbit_no_such_client_library"):
+            for_transport(home)
+    finally:
+        sys.path.remove(str(tmp_path))

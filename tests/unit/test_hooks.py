@@ -4,10 +4,14 @@ from __future__ import annotations
 
 import inspect
 import logging
+import threading
+import traceback
 from typing import Any
 
 import pytest
 
+import taskorbit as orbit
+from taskorbit.errors import ConfigurationError, DecodeError, TransportError
 from taskorbit.hooks import HOOK_EVENTS, Hooks, HookSet, LoggingHooks
 from taskorbit.message import ACK, Message, Result, dead_letter
 
@@ -145,16 +149,21 @@ def logged(caplog: pytest.LogCaptureFixture) -> pytest.LogCaptureFixture:
     return caplog
 
 
+def failure(text: str = "handler exploded") -> ValueError:
+    """An exception as a handler's run leaves it: raised, with its traceback."""
+    try:
+        raise ValueError(text)
+    except ValueError as e:
+        return e
+
+
 def fire_all(hook_set: HookSet, message: Message) -> None:
     hook_set.fire("on_receive", message)
     hook_set.fire("on_duplicate", message)
     hook_set.fire("on_dispatch", message)
     hook_set.fire("on_complete", message, dead_letter("bad input"), 0.5)
-    try:
-        raise ValueError("handler exploded")
-    except ValueError as e:
-        hook_set.fire("on_error", message, e)
-    hook_set.fire("on_retry", message, 4.0, "handler exploded")
+    hook_set.fire("on_error", message, failure())
+    hook_set.fire("on_retry", message, 4.0, "ValueError: handler exploded")
     hook_set.fire("on_dead_letter", message, "too many attempts")
     hook_set.fire("on_drop", message, "ring full")
     hook_set.fire("on_publish", message)
@@ -162,18 +171,19 @@ def fire_all(hook_set: HookSet, message: Message) -> None:
 
 def test_logging_hooks_log_each_event_at_its_level(logged: pytest.LogCaptureFixture) -> None:
     fire_all(HookSet([LoggingHooks()]), make_message())
-    levels = [(r.levelname, r.getMessage().split(" ")[0]) for r in logged.records]
+    levels = [(r.levelname, r.getMessage().split(" ")[2]) for r in logged.records]
     assert levels == [
         ("DEBUG", "received"),
         ("DEBUG", "duplicate"),
         ("DEBUG", "dispatching"),
         ("DEBUG", "completed"),
-        ("ERROR", "email.send"),
+        ("ERROR", "failed"),
         ("INFO", "retrying"),
-        ("WARNING", "dead-lettered"),
-        ("WARNING", "dropped"),
+        ("WARNING", "dead-lettered:"),
+        ("WARNING", "dropped:"),
         ("DEBUG", "publishing"),
     ]
+    assert all(r.getMessage().startswith("email.send m-1 ") for r in logged.records)
 
 
 def test_logging_hooks_put_topic_id_and_attempt_in_extra(logged: pytest.LogCaptureFixture) -> None:
@@ -182,7 +192,10 @@ def test_logging_hooks_put_topic_id_and_attempt_in_extra(logged: pytest.LogCaptu
         fields = (record.__dict__[name] for name in ("topic", "message_id", "attempt"))
         assert tuple(fields) == ("email.send", "m-1", 3)
     retry = next(r for r in logged.records if r.levelname == "INFO")
-    assert (retry.__dict__["delay_s"], retry.__dict__["reason"]) == (4.0, "handler exploded")
+    assert (retry.__dict__["delay_s"], retry.__dict__["reason"]) == (
+        4.0,
+        "ValueError: handler exploded",
+    )
 
 
 def test_logging_hooks_attach_the_handler_traceback_to_errors(
@@ -191,16 +204,102 @@ def test_logging_hooks_attach_the_handler_traceback_to_errors(
     fire_all(HookSet([LoggingHooks()]), make_message())
     error = next(r for r in logged.records if r.levelname == "ERROR")
     assert error.exc_info is not None and error.exc_info[0] is ValueError
-    assert "failed on attempt 3: handler exploded" in error.getMessage()
+    assert error.exc_info[2] is not None  # the traceback itself, not only the type
+    assert error.getMessage() == "email.send m-1 failed on attempt 3: ValueError: handler exploded"
 
 
-def test_logging_hooks_report_worker_errors_without_a_message(
+def test_logging_hooks_say_the_attempt_out_of_how_many_and_what_comes_next(
+    logged: pytest.LogCaptureFixture,
+) -> None:
+    hooks = HookSet([LoggingHooks(max_attempts={"email.send": 11}.get)])
+    message = Message(topic="email.send", body=b"{}", id="m-1", attempt=1)
+    hooks.fire("on_error", message, failure("card declined"))
+    hooks.fire("on_retry", message, 2.0, "ValueError: card declined")
+    lines = [r.getMessage() for r in logged.records]
+    assert lines == [
+        "email.send m-1 failed on attempt 1 of 11: ValueError: card declined",
+        "email.send m-1 retrying in 2.0 s (attempt 2 of 11)",
+    ]
+
+
+def test_logging_hooks_give_an_explicit_retry_its_reason(logged: pytest.LogCaptureFixture) -> None:
+    LoggingHooks().on_retry(make_message(), 0.25, "rate limited by the mail provider")
+    (record,) = logged.records
+    assert record.getMessage() == (
+        "email.send m-1 retrying in 0.25 s (attempt 4): rate limited by the mail provider"
+    )
+
+
+def test_logging_hooks_show_a_message_s_traceback_at_its_first_failure_only(
+    logged: pytest.LogCaptureFixture,
+) -> None:
+    hooks = LoggingHooks()
+    for attempt in (1, 2, 3):
+        for message_id in ("m-1", "m-2"):
+            message = Message(topic="t", body=b"", id=message_id, attempt=attempt)
+            hooks.on_error(message, failure())
+    with_traceback = [(r.message_id, r.attempt) for r in logged.records if r.exc_info]
+    assert with_traceback == [("m-1", 1), ("m-2", 1)]
+    assert len(logged.records) == 6
+
+
+@pytest.mark.parametrize(("mode", "tracebacks"), [("always", 3), ("never", 0), ("first", 1)])
+def test_logging_hooks_tracebacks_option(
+    logged: pytest.LogCaptureFixture, mode: str, tracebacks: int
+) -> None:
+    hooks = LoggingHooks(tracebacks=mode)
+    for attempt in (1, 2, 3):
+        hooks.on_error(Message(topic="t", body=b"", id="m-1", attempt=attempt), failure())
+    assert len(logged.records) == 3
+    assert len([r for r in logged.records if r.exc_info]) == tracebacks
+
+
+def test_logging_hooks_refuse_an_unknown_tracebacks_mode() -> None:
+    with pytest.raises(ConfigurationError, match="tracebacks must be one of first, always, never"):
+        LoggingHooks(tracebacks="sometimes")
+
+
+def test_logging_hooks_log_a_handler_that_returned_nothing_as_an_ack(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    # The pipeline passes result=None for a handler that returned None. Before, the
+    # hook read None.action, so every successful message logged a hook failure.
+    caplog.set_level(logging.DEBUG)
+    HookSet([LoggingHooks()]).fire("on_complete", make_message(), None, 0.002)
+    (record,) = caplog.records
+    assert (record.name, record.getMessage()) == (
+        "taskorbit.events",
+        "email.send m-1 completed in 0.002 s: ack",
+    )
+
+
+def test_logging_hooks_leave_an_undecodable_payload_to_its_dead_letter_warning(
+    logged: pytest.LogCaptureFixture,
+) -> None:
+    hooks, message = HookSet([LoggingHooks()]), make_message()
+    hooks.fire("on_error", message, DecodeError("malformed JSON: truncated"))
+    hooks.fire("on_dead_letter", message, "decode failed: malformed JSON: truncated")
+    (record,) = logged.records
+    assert record.levelname == "WARNING" and record.exc_info is None
+    assert record.getMessage() == (
+        "email.send m-1 dead-lettered: decode failed: malformed JSON: truncated"
+    )
+
+
+def test_logging_hooks_leave_broker_and_worker_errors_to_the_component_that_logs_them(
     logged: pytest.LogCaptureFixture,
 ) -> None:
     LoggingHooks().on_error(None, ConnectionError("broker unreachable"))
-    (record,) = logged.records
-    assert record.levelname == "ERROR"
-    assert "broker unreachable" in record.getMessage()
+    LoggingHooks().on_error(make_message(), TransportError("ack refused"))
+    assert [r.levelname for r in logged.records] == ["DEBUG", "DEBUG"]
+    assert "broker unreachable" in logged.records[0].getMessage()
+    assert "email.send m-1: ack refused" in logged.records[1].getMessage()
+
+
+def test_logging_hooks_without_debug_events_leave_the_hot_path_alone() -> None:
+    hook_set = HookSet([LoggingHooks(debug_events=False)])
+    wanted = [event for event in HOOK_EVENTS if hook_set.wants(event)]
+    assert wanted == ["on_drop", "on_error", "on_retry", "on_dead_letter"]
 
 
 def test_logging_hooks_use_the_logger_they_are_given(caplog: pytest.LogCaptureFixture) -> None:
@@ -209,3 +308,51 @@ def test_logging_hooks_use_the_logger_they_are_given(caplog: pytest.LogCaptureFi
     fire_all(HookSet([hooks]), make_message())
     assert {r.name for r in caplog.records} == {"myapp.queue"}
     assert "DEBUG" not in {r.levelname for r in caplog.records}
+
+
+# -- hooks on a running app ------------------------------------------------------------------
+
+
+class ErrorsSeen(Hooks):
+    def __init__(self) -> None:
+        self.errors: list[BaseException] = []
+        self.done = threading.Event()
+
+    def on_error(self, message: Message | None, error: BaseException) -> None:
+        self.errors.append(error)
+
+    def on_dead_letter(self, message: Message, reason: str) -> None:
+        self.done.set()
+
+
+def test_on_error_receives_the_handler_s_exception_with_its_traceback() -> None:
+    seen = ErrorsSeen()
+    app = orbit.Orbit(hooks=[seen])
+
+    @app.task("charge", max_retries=0)
+    def charge(amount: int) -> None:
+        raise ValueError(f"negative amount {amount}")
+
+    app.publish("charge", -5)
+    with app:
+        assert seen.done.wait(10)
+    (error,) = seen.errors
+    frames = [frame.name for frame in traceback.extract_tb(error.__traceback__)]
+    assert frames[-1] == "charge"
+    assert str(error) == "negative amount -5"
+
+
+def test_an_app_logs_no_message_events_unless_asked(caplog: pytest.LogCaptureFixture) -> None:
+    # LoggingHooks are the worker command's default; a library user adds them.
+    seen = ErrorsSeen()
+    app = orbit.Orbit(hooks=[seen])
+
+    @app.task("charge", max_retries=0)
+    def charge(amount: int) -> None:
+        raise ValueError("declined")
+
+    caplog.set_level(logging.DEBUG, logger="taskorbit.events")
+    app.publish("charge", 1)
+    with app:
+        assert seen.done.wait(10)
+    assert [r for r in caplog.records if r.name == "taskorbit.events"] == []

@@ -18,11 +18,24 @@ from __future__ import annotations
 from typing import Any
 
 from taskorbit.app import Orbit
+from taskorbit.extras import needs_extra
 from taskorbit.task import Task
+
+with needs_extra("the Django integration (taskorbit.contrib.django)", "django", "django"):
+    import django  # noqa: F401 - checked here, used by every module of this package
 
 # Configured from settings.TASKORBIT in TaskorbitConfig.ready(); the in-memory
 # transport stands in until then.
 app = Orbit()
+
+
+def installed_app() -> Orbit | None:
+    """``app`` once Django is set up with this integration in INSTALLED_APPS (its
+    settings applied, tasks.py modules imported), else None. How ``taskorbit worker
+    mysite.wsgi:application`` finds the project's Orbit."""
+    from django.apps import apps
+
+    return app if apps.ready and apps.is_installed(__name__) else None
 
 
 def delay_on_commit(
@@ -43,4 +56,4 @@ def publish_on_commit(
     transaction.on_commit(lambda: app.publish(topic, payload, **options), using=using)
 
 
-__all__ = ["app", "delay_on_commit", "publish_on_commit"]
+__all__ = ["app", "delay_on_commit", "installed_app", "publish_on_commit"]

@@ -12,8 +12,11 @@ from __future__ import annotations
 
 from urllib.parse import SplitResult
 
-from taskorbit.transports.pubsub.transport import PubSubTransport
+from taskorbit.extras import needs_extra
 from taskorbit.transports.url import UrlTarget
+
+with needs_extra("the Pub/Sub transport", "pubsub", "google", "grpc", "grpc_status"):
+    from taskorbit.transports.pubsub.transport import PubSubTransport
 
 
 def url_target(parts: SplitResult, query_keys: set[str]) -> UrlTarget:

@@ -7,7 +7,8 @@ By default it is named like the topic (``projects/P/subscriptions/<dlq topic id>
 
 ``list``/``show`` pull and then release (ack deadline 0) what they pulled.
 ``redrive`` publishes each copy to the main topic through the transport, waits for
-the publish to be confirmed, and only then acknowledges the DLQ message.
+the publish to be confirmed, and only then acknowledges the DLQ message; it returns
+each letter with the copy's new message id.
 """
 
 from __future__ import annotations
@@ -110,13 +111,14 @@ class PubSubDeadLetterQueue:
                         matched.append((ack_id, letter))
                     else:
                         held.append(ack_id)
+                letters = [x for _, x in matched]
                 if act is None:
                     held += [ack_id for ack_id, _ in matched]
                 else:
                     if copy:
-                        publish_copies(self.transport, [x for _, x in matched])  # copy first
+                        letters = publish_copies(self.transport, letters)  # copy first
                     act([ack_id for ack_id, _ in matched])
-                chosen += [x for _, x in matched]
+                chosen += letters
         finally:
             with contextlib.suppress(Exception):
                 self._release(held)

@@ -47,7 +47,7 @@ from typing import Any
 from google.api_core import exceptions as gexc
 from google.cloud import pubsub_v1
 
-from taskorbit.errors import ConfigurationError
+from taskorbit.errors import ConfigurationError, TransportConnectionError
 from taskorbit.message import (
     DLQ_ATTEMPTS_ATTR,
     DLQ_REASON_ATTR,
@@ -178,6 +178,36 @@ class PubSubTransport(Transport):
     @property
     def dlq_topic(self) -> str | None:
         return self._dlq_topic
+
+    # -- where --------------------------------------------------------------------
+
+    def check(self, timeout: float) -> None:
+        """get_subscription: the endpoint answers, the credentials are accepted and
+        the subscription exists. A no-op for a publish-only transport."""
+        if self._subscription is None:
+            return
+        try:
+            self._subscriber.get_subscription(
+                subscription=self._subscription, timeout=max(0.1, timeout), retry=None
+            )
+        except gexc.GoogleAPICallError as error:
+            failure = translate(error, self.describe())
+            if isinstance(failure, TransportConnectionError):
+                raise TransportConnectionError(
+                    f"cannot connect to {self.describe()} ({_connect_reason(error)})"
+                ) from error
+            raise failure from error
+
+    def describe(self) -> str:
+        """``Pub/Sub subscription projects/P/subscriptions/S at pubsub.googleapis.com``
+        (the emulator's host:port when PUBSUB_EMULATOR_HOST is set)."""
+        what = (
+            f"Pub/Sub subscription {self._subscription}"
+            if self._subscription is not None
+            else f"Pub/Sub topic {self._topic}"
+        )
+        host = getattr(self._subscriber, "api_endpoint", None)
+        return f"{what} at {host}" if isinstance(host, str) and host else what
 
     # -- receive ------------------------------------------------------------------
 
@@ -508,3 +538,13 @@ class PubSubTransport(Transport):
         self._publishers.close()
         if self._own_subscriber:
             self._subscriber.close()
+
+
+def _connect_reason(error: gexc.GoogleAPICallError) -> str:
+    """gRPC's "failed to connect to all addresses; last error: UNKNOWN:
+    ipv4:127.0.0.1:8085: Failed to connect to remote host: Connection refused" as
+    its last words, "Connection refused"; other messages as they are."""
+    text = str(error.message or error)
+    if "failed to connect" in text.lower():
+        return text.rsplit(": ", 1)[-1].strip() or text
+    return text

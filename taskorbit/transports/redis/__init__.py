@@ -14,10 +14,13 @@ from __future__ import annotations
 
 from urllib.parse import SplitResult
 
-from taskorbit.transports.redis.client import url_query_options
-from taskorbit.transports.redis.pubsub import RedisPubSubTransport
-from taskorbit.transports.redis.streams import RedisStreamsTransport
+from taskorbit.extras import needs_extra
 from taskorbit.transports.url import UrlTarget
+
+with needs_extra("the Redis transport", "redis", "redis"):
+    from taskorbit.transports.redis.client import url_query_options
+    from taskorbit.transports.redis.pubsub import RedisPubSubTransport
+    from taskorbit.transports.redis.streams import RedisStreamsTransport
 
 
 def url_target(parts: SplitResult, query_keys: set[str]) -> UrlTarget:

@@ -13,15 +13,13 @@ from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from typing import Any
 
-try:
+from taskorbit.extras import needs_extra
+
+with needs_extra("the Redis transport", "redis", "redis"):
     import redis
     from redis import connection
-    from redis.backoff import ExponentialBackoff
+    from redis.backoff import ExponentialBackoff, NoBackoff
     from redis.retry import Retry
-except ImportError as exc:  # pragma: no cover - depends on the installed extras
-    raise ImportError(
-        "the Redis transports need redis-py; install it with: pip install 'taskorbit[redis]'"
-    ) from exc
 
 from taskorbit.errors import ConfigurationError, TransportConnectionError, TransportError
 from taskorbit.transports.url import keyword_parameters, takes_text
@@ -103,37 +101,137 @@ def is_busy_group(exc: BaseException) -> bool:
 class Reconnector:
     """Paces retries after a lost connection and says in the log what happened.
 
-    The first failure is logged as a warning, the return as info; failures in
-    between only at debug level, so an outage of minutes writes two lines, not
-    thousands. Backoff doubles from ``base_s`` up to ``cap_s``.
+    The first failure is a warning that names the endpoint and the cause; while the
+    outage lasts the warning comes again after 10 s, 20 s, 40 s ... (then every
+    5 min), with failures in between at debug level; the return is logged at info.
+    An outage of minutes thus writes a handful of lines, not thousands, and a wrong
+    host is never silent for long. Backoff doubles from ``base_s`` up to ``cap_s``.
     """
 
-    def __init__(self, what: str, *, base_s: float = 0.1, cap_s: float = 5.0) -> None:
+    def __init__(
+        self, what: str, endpoint: str, *, base_s: float = 0.1, cap_s: float = 5.0
+    ) -> None:
         self._what = what
+        self._endpoint = endpoint
         self._base_s = base_s
         self._cap_s = cap_s
         self._failures = 0
         self._down_since = 0.0
+        self._next_warning = 0.0
 
     def failed(self, exc: BaseException, budget_s: float) -> None:
         """Record a failure and sleep the backoff, at most ``budget_s`` seconds."""
-        if self._failures == 0:
-            self._down_since = time.monotonic()
-            log.warning("%s lost its Redis connection (%s); reconnecting", self._what, exc)
-        else:
-            log.debug("%s still cannot reach Redis: %s", self._what, exc)
+        now = time.monotonic()
         pause = min(self._cap_s, self._base_s * 2**self._failures)
+        if self._failures == 0:
+            self._down_since = now
+            self._next_warning = now + _FIRST_REMINDER_S
+            log.warning(
+                "%s lost its Redis connection to %s (%s); reconnecting in %.1f s",
+                self._what,
+                self._endpoint,
+                reason(exc),
+                pause,
+            )
+        elif now >= self._next_warning:
+            down_s = now - self._down_since
+            self._next_warning = now + min(_MAX_REMINDER_S, down_s)
+            log.warning(
+                "%s still cannot reach %s after %.0f s (%s); retrying every %.1f s",
+                self._what,
+                self._endpoint,
+                down_s,
+                reason(exc),
+                pause,
+            )
+        else:
+            log.debug("%s still cannot reach %s: %s", self._what, self._endpoint, exc)
         self._failures += 1
         time.sleep(max(0.0, min(pause, budget_s)))
 
     def succeeded(self) -> None:
         if self._failures:
             log.info(
-                "%s reconnected to Redis after %.1f s",
+                "%s reconnected to Redis at %s after %.1f s",
                 self._what,
+                self._endpoint,
                 time.monotonic() - self._down_since,
             )
             self._failures = 0
+
+
+# An outage is reported again after this long, then after twice as long as it has
+# lasted, at most this far apart.
+_FIRST_REMINDER_S = 10.0
+_MAX_REMINDER_S = 300.0
+
+
+def endpoint(client: redis.Redis) -> str:
+    """The server ``client`` talks to, as a URL without its password.
+
+    >>> endpoint(redis.Redis.from_url("redis://:secret@cache:6380/2"))
+    'redis://:***@cache:6380/2'
+    """
+    pool = client.connection_pool
+    kwargs = pool.connection_kwargs
+    user = kwargs.get("username") or ""
+    # Only a password is secret; the user name helps tell two setups apart.
+    auth = f"{user}:***@" if kwargs.get("password") else (f"{user}@" if user else "")
+    db = kwargs.get("db", 0)
+    if issubclass(pool.connection_class, connection.UnixDomainSocketConnection):
+        return f"unix://{auth}{kwargs.get('path', '')}?db={db}"
+    scheme = "rediss" if issubclass(pool.connection_class, connection.SSLConnection) else "redis"
+    host = str(kwargs.get("host", "localhost"))
+    if ":" in host:
+        host = f"[{host}]"  # an IPv6 address
+    return f"{scheme}://{auth}{host}:{kwargs.get('port', 6379)}/{db}"
+
+
+def ping(client: redis.Redis, timeout: float) -> None:
+    """PING the server on a connection of its own, within ``timeout`` seconds.
+
+    A fresh connection with the pool's settings (TLS, AUTH, SELECT all happen) but
+    this timeout and no retry: the pool's own connections retry and wait up to their
+    socket timeouts, which suits a running worker, not a check at start. Raises
+    TransportConnectionError: ``cannot connect to redis://host:6379/0 (Connection
+    refused)``.
+    """
+    pool = client.connection_pool
+    timeout = max(0.1, timeout)
+    options = {
+        **pool.connection_kwargs,
+        "socket_connect_timeout": timeout,
+        "socket_timeout": timeout,
+        "retry": Retry(NoBackoff(), 0),
+    }
+    conn = pool.connection_class(**options)
+    try:
+        conn.connect()
+        conn.send_command("PING")
+        conn.read_response()
+    except redis.RedisError as exc:
+        raise TransportConnectionError(
+            f"cannot connect to {endpoint(client)} ({reason(exc)})"
+        ) from exc
+    finally:
+        conn.disconnect()
+
+
+def reason(exc: BaseException) -> str:
+    """Why a connection failed, in the operating system's words when it said so:
+    ``Connection refused``, ``Name or service not known``, ``timed out``; else the
+    client library's own message."""
+    seen: BaseException | None = exc
+    for _ in range(6):  # TransportConnectionError -> redis error -> OSError
+        if seen is None:
+            break
+        if isinstance(seen, OSError) and seen.strerror:
+            return str(seen.strerror)
+        if isinstance(seen, (TimeoutError, redis.TimeoutError)):
+            return "timed out"
+        seen = seen.__cause__ or seen.__context__
+    innermost = exc.__cause__ or exc
+    return str(innermost).rstrip(".") or type(innermost).__name__
 
 
 def as_str(value: Any) -> str:

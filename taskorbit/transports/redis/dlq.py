@@ -4,16 +4,25 @@ Entries are read with XRANGE (oldest first). Redrive differs from the other
 queues: a dead-letter entry records the consumer group that dead-lettered it, and
 the copy goes back to that group's retry stream, not to the shared stream every
 group reads (which would run it again in groups that had handled it). The copy and
-the delete are one script per batch, copy first; the copy is the entry as stored,
-so a message that was malformed goes back byte for byte. Entries without a group
-(written before groups were recorded) go to the shared stream.
+the delete are one script per batch, copy first; the copy is the entry as stored
+(so a message that was malformed goes back byte for byte), except that it is a new
+message: its id is its new entry id, and its attributes name the dead letter's id
+in ``taskorbit-redriven-from``. Entries without a group (written before groups were
+recorded) go to the shared stream.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterator
 
-from taskorbit.dlq import BrowsableDeadLetterQueue, DeadLetter, Letters, Selection, take
+from taskorbit.dlq import (
+    REDRIVEN_FROM_ATTR,
+    BrowsableDeadLetterQueue,
+    DeadLetter,
+    Letters,
+    Selection,
+    take,
+)
 from taskorbit.errors import ConfigurationError
 from taskorbit.transports.base import Transport
 from taskorbit.transports.redis.client import translated
@@ -53,11 +62,16 @@ class RedisStreamsDeadLetterQueue(BrowsableDeadLetterQueue):
         chosen = take((x for x in self._letters() if _has_content(x)), selection, limit)
         if dry_run:
             return chosen
-        done: set[str] = set()
+        done: dict[str, str] = {}  # dead-letter entry id -> the copy's entry id
         for batch in self._pages(chosen):
-            done.update(self.transport.redrive_dead_letters([x.message for x in batch]))
+            messages = [x.message for x in batch]
+            done.update(self.transport.redrive_dead_letters(messages, link_attr=REDRIVEN_FROM_ATTR))
         # A letter deleted meanwhile (a concurrent purge) was not redriven.
-        return [x for x in chosen if str(x.message.receipt) in done]
+        return [
+            x.redriven_to(done[str(x.message.receipt)])
+            for x in chosen
+            if str(x.message.receipt) in done
+        ]
 
 
 def _has_content(letter: DeadLetter) -> bool:

@@ -32,7 +32,14 @@ import redis
 from taskorbit.errors import TransportConnectionError
 from taskorbit.message import Message
 from taskorbit.transports.base import AckFailure, Transport
-from taskorbit.transports.redis.client import Reconnector, connect, log, translated
+from taskorbit.transports.redis.client import (
+    Reconnector,
+    connect,
+    endpoint,
+    log,
+    ping,
+    translated,
+)
 
 
 class _Envelope(msgspec.Struct, array_like=True):
@@ -74,10 +81,23 @@ class RedisPubSubTransport(Transport):
         self._pubsub: Any = None  # created on first subscribe; guarded by self._lock
         self._early: list[Message] = []  # arrived while waiting for the subscribe reply
         self._lock = threading.Lock()
-        self._reconnector = Reconnector("redis-pubsub subscriber")
+        self._reconnector = Reconnector("redis-pubsub subscriber", endpoint(self.client))
 
     def channel(self, topic: str) -> str:
         return self.channel_prefix + topic
+
+    def check(self, timeout: float) -> None:
+        """PING the server (on a connection of its own, within ``timeout``)."""
+        ping(self.client, timeout)
+
+    def describe(self) -> str:
+        """``redis://:***@host:6379/0 channels taskorbit:*``."""
+        channels = (
+            ",".join(self.channel(t) for t in self.topics)
+            if self.topics is not None
+            else self.channel_prefix + "*"
+        )
+        return f"{endpoint(self.client)} channels {channels}"
 
     # -- receiving -------------------------------------------------------------
 

@@ -324,34 +324,54 @@ return out
 """
 
 # KEYS: dead-letter stream, then the stream each letter goes back to (the retry
-# stream of the group that dead-lettered it, or the shared stream). ARGV: per target
-# key a pair (dead-letter entry id, trim: see xadd; '' for a retry stream).
-# Copies each entry as stored, without its dlq-* fields and its attempt (a
-# redriven message starts over), then deletes it from the dead-letter stream: copy
-# first, delete second. An entry with an empty or no topic and body (the report of
-# an entry trimmed before it was acked) has nothing to redrive and stays. Returns the ids of
-# the entries redriven.
+# stream of the group that dead-lettered it, or the shared stream). ARGV: the
+# redriven-from attribute's name, then per target key a triple (dead-letter entry id,
+# trim: see xadd, '' for a retry stream; the letter's message id).
+# Copies each entry as stored, without its dlq-* fields, its attempt (a redriven
+# message starts over) and its id (the copy is a new message, whose id is its new
+# entry id), with the letter's message id added to its attrs under the redriven-from
+# name; then deletes it from the dead-letter stream: copy first, delete second.
+# Attrs that are not a JSON object (a malformed entry) go back as they were. An
+# entry with an empty or no topic and body (the report of an entry trimmed before it
+# was acked) has nothing to redrive and stays. Returns (dead-letter entry id, new
+# entry id) pairs, flat, for the entries redriven.
 REDRIVE = (
     LUA_HELPERS
     + """
+local function linked(attrs, from)
+  if ARGV[1] == '' then return attrs end
+  local ok, decoded = true, {}
+  if attrs then ok, decoded = pcall(cjson.decode, attrs) end
+  if not ok or type(decoded) ~= 'table' or decoded[1] ~= nil then return attrs end
+  decoded[ARGV[1]] = from
+  return cjson.encode(decoded)
+end
 local done = {}
 for k = 2, #KEYS do
-  local id, trim, target = ARGV[2 * k - 3], ARGV[2 * k - 2], KEYS[k]
+  local id, trim, from, target = ARGV[3 * k - 4], ARGV[3 * k - 3], ARGV[3 * k - 2], KEYS[k]
   local found = redis.call('XRANGE', KEYS[1], id, id)
   if #found > 0 then
-    local stored, fields, content = found[1][2], {}, false
+    local stored, fields, content, attrs = found[1][2], {}, false, nil
     for j = 1, #stored, 2 do
       local name = stored[j]
-      if string.sub(name, 1, 4) ~= 'dlq-' and name ~= 'attempt' then
+      if name == 'attrs' then
+        attrs = stored[j + 1]
+      elseif string.sub(name, 1, 4) ~= 'dlq-' and name ~= 'attempt' and name ~= 'id' then
         content = content or ((name == 'topic' or name == 'body') and #stored[j + 1] > 0)
         fields[#fields + 1] = name
         fields[#fields + 1] = stored[j + 1]
       end
     end
     if content then
-      xadd(target, trim, fields)
+      attrs = linked(attrs, from)
+      if attrs then
+        fields[#fields + 1] = 'attrs'
+        fields[#fields + 1] = attrs
+      end
+      local new_id = xadd(target, trim, fields)
       redis.call('XDEL', KEYS[1], id)
       done[#done + 1] = id
+      done[#done + 1] = new_id
     end
   end
 end

@@ -60,10 +60,12 @@ from taskorbit.transports.redis import scripts
 from taskorbit.transports.redis.client import (
     Reconnector,
     connect,
+    endpoint,
     is_busy_group,
     is_missing_group,
     log,
     max_block_s,
+    ping,
     translated,
 )
 
@@ -197,7 +199,19 @@ class RedisStreamsTransport(Transport):
         # applies to each of its two streams); handed over first by the next
         # receive. Touched only by the poller thread and by close().
         self._carried: list[Message] = []
-        self._reconnector = Reconnector(f"redis-streams consumer {self.consumer}")
+        self._reconnector = Reconnector(
+            f"redis-streams consumer {self.consumer}", endpoint(self.client)
+        )
+
+    # -- where -----------------------------------------------------------------
+
+    def check(self, timeout: float) -> None:
+        """PING the server (on a connection of its own, within ``timeout``)."""
+        ping(self.client, timeout)
+
+    def describe(self) -> str:
+        """``redis://:***@host:6379/0 stream taskorbit group taskorbit``."""
+        return f"{endpoint(self.client)} stream {self.stream} group {self.group}"
 
     # -- receiving -------------------------------------------------------------
 
@@ -563,24 +577,29 @@ class RedisStreamsTransport(Transport):
             letters.append(letter)
         return letters
 
-    def redrive_dead_letters(self, letters: Sequence[Message]) -> list[str]:
+    def redrive_dead_letters(
+        self, letters: Sequence[Message], *, link_attr: str | None = None
+    ) -> dict[str, str]:
         """Copy dead letters (as :meth:`dead_letters` returns them) back as stored,
-        minus their ``dlq-*`` fields and attempt, each into the retry stream of the
-        group that dead-lettered it (the shared stream when none is recorded), then
-        delete them from the dead-letter stream, in one script per 500. Returns the
-        dead-letter entry ids redriven; a report of a trimmed entry, which has no
-        content, is left in place."""
-        done: list[str] = []
+        minus their ``dlq-*`` fields, attempt and id, each into the retry stream of
+        the group that dead-lettered it (the shared stream when none is recorded),
+        then delete them from the dead-letter stream, in one script per 500. With
+        ``link_attr``, the copy's attributes name the letter's message id under it.
+        Returns {dead-letter entry id: the copy's new entry id} for the letters
+        redriven; a report of a trimmed entry, which has no content, is left in
+        place."""
+        done: dict[str, str] = {}
         for chunk in _chunks(letters, _SCRIPT_CHUNK):
             targets: list[str] = []
-            args: list[Any] = []
+            args: list[Any] = [link_attr or ""]
             for letter in chunk:
                 group = letter.attributes.get(DLQ_GROUP_ATTR)
                 targets.append(retry_stream_of(self.stream, group) if group else self.stream)
-                args += [str(letter.receipt), "" if group else self._trim()]
+                args += [str(letter.receipt), "" if group else self._trim(), letter.id]
             with translated():
-                ids = self._scripts["REDRIVE"](keys=[self.dlq_stream, *targets], args=args)
-            done += [_text(i) for i in ids]
+                pairs = self._scripts["REDRIVE"](keys=[self.dlq_stream, *targets], args=args)
+            for old, new in zip(pairs[::2], pairs[1::2], strict=True):
+                done[_text(old)] = _text(new)
         return done
 
     def close(self) -> None:

@@ -11,8 +11,11 @@ from __future__ import annotations
 
 from urllib.parse import SplitResult
 
-from taskorbit.transports.sqs.transport import SQSTransport
+from taskorbit.extras import needs_extra
 from taskorbit.transports.url import UrlTarget
+
+with needs_extra("the SQS transport", "sqs", "boto3", "botocore"):
+    from taskorbit.transports.sqs.transport import SQSTransport
 
 
 def url_target(parts: SplitResult, query_keys: set[str]) -> UrlTarget | None:

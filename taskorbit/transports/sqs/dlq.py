@@ -3,7 +3,10 @@
 SQS has no way to look at a message without receiving it, so ``list`` and
 ``show`` receive the DLQ's messages (making them invisible for a few seconds) and
 release them again at once. ``redrive`` sends each copy to the main queue with
-SendMessageBatch and deletes the DLQ message only after its copy was accepted.
+SendMessageBatch and deletes the DLQ message only after its copy was accepted. A
+copy carries the dead letter's id in ``taskorbit-redriven-from`` unless that would
+make it one attribute more than SQS carries (10); ``redrive`` still reports the
+new id of every copy.
 Keep other consumers off the DLQ while running these.
 """
 
@@ -15,10 +18,11 @@ import re
 from collections.abc import Callable
 from urllib.parse import urlsplit
 
-from taskorbit.dlq import ALL, DeadLetter, Letters, Selection, publish_copies
+from taskorbit.dlq import ALL, REDRIVEN_FROM_ATTR, DeadLetter, Letters, Selection, publish_copies
 from taskorbit.errors import ConfigurationError, TransportError
 from taskorbit.message import Message
 from taskorbit.transports.sqs import SQSTransport
+from taskorbit.transports.sqs.wire import MAX_ATTRIBUTES, outgoing_attributes
 
 _AWS_HOST = re.compile(r"^sqs\.([a-z0-9-]+)\.amazonaws\.com")
 # Long enough to finish a page of work before the received messages reappear.
@@ -57,9 +61,10 @@ class SQSDeadLetterQueue:
         self.reader = reader or reader_for(transport.dlq_url)
 
     def _sweep(
-        self, selection: Selection, limit: int | None, act: Callable[[Letters], None] | None
+        self, selection: Selection, limit: int | None, act: Callable[[Letters], Letters] | None
     ) -> Letters:
-        """Receive the DLQ page by page; ``act`` on the matches, release the rest.
+        """Receive the DLQ page by page; ``act`` on the matches (it returns them as
+        done), release the rest.
 
         Everything received stays invisible until the sweep ends, so no message is
         seen twice in one sweep.
@@ -82,7 +87,7 @@ class SQSDeadLetterQueue:
                 if act is None:
                     held += [x.message for x in matched]
                 else:
-                    act(matched)
+                    matched = act(matched)
                 chosen += matched
         finally:
             # Released in place, never re-sent as copies: a copy would get a new
@@ -108,17 +113,29 @@ class SQSDeadLetterQueue:
     ) -> Letters:
         return self._sweep(selection, limit, None if dry_run else self._delete)
 
-    def _move(self, letters: Letters) -> None:
-        publish_copies(self.transport, letters)  # copy first ...
+    def _move(self, letters: Letters) -> Letters:
+        copies = [_fitting(x.redriven()) for x in letters]
+        moved = publish_copies(self.transport, letters, copies)  # copy first ...
         self._delete(letters)  # ... then delete
+        return moved
 
-    def _delete(self, letters: Letters) -> None:
+    def _delete(self, letters: Letters) -> Letters:
         failures = self.reader.ack([x.message for x in letters])
         if failures:
             raise TransportError(
                 f"{len(failures)} dead letters could not be deleted from the DLQ "
                 f"(their copies are in the main queue): {failures[0].reason}"
             )
+        return letters
+
+
+def _fitting(copy: Message) -> Message:
+    """``copy`` without its redriven-from link when the link is the one attribute
+    too many for SQS: the message must go back even if the link cannot."""
+    _, wire = outgoing_attributes(copy, not_before=None, attempts_used=None)
+    if len(wire) > MAX_ATTRIBUTES:
+        del copy.attributes[REDRIVEN_FROM_ATTR]
+    return copy
 
 
 def dead_letter_queue(transport: SQSTransport) -> SQSDeadLetterQueue:

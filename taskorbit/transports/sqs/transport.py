@@ -40,11 +40,20 @@ import time
 import uuid
 from collections.abc import Sequence
 from typing import Any
+from urllib.parse import urlsplit
 
-from taskorbit.errors import ConfigurationError, PayloadTooLargeError, TransportError
+from taskorbit.errors import (
+    ConfigurationError,
+    PayloadTooLargeError,
+    TransportConnectionError,
+    TransportError,
+)
+from taskorbit.extras import needs_extra
 from taskorbit.message import DEFAULT_IDEMPOTENCY_ATTR, Message
+from taskorbit.transports.base import AckFailure, Transport
+from taskorbit.transports.url import redact
 
-try:
+with needs_extra("the SQS transport", "sqs", "boto3", "botocore"):
     from taskorbit.transports.sqs.client import (
         change_visibility,
         chunks,
@@ -52,11 +61,7 @@ try:
         send_batches,
     )
     from taskorbit.transports.sqs.errors import translated
-except ModuleNotFoundError as e:  # pragma: no cover - depends on the environment
-    if e.name not in ("boto3", "botocore"):
-        raise
-    raise ImportError("SQSTransport needs boto3: pip install 'taskorbit[sqs]'") from e
-from taskorbit.transports.base import AckFailure, Transport
+
 from taskorbit.transports.sqs.wire import (
     DEFAULT_MAX_MESSAGE_BYTES,
     MAX_BATCH,
@@ -183,6 +188,33 @@ class SQSTransport(Transport):
 
     def __repr__(self) -> str:
         return f"SQSTransport(queue_url={self.queue_url!r}, dlq_url={self.dlq_url!r})"
+
+    # -- where -------------------------------------------------------------------
+
+    def check(self, timeout: float) -> None:
+        """GetQueueAttributes of the queue: the endpoint answers, the credentials are
+        accepted and the queue exists. Bounded by the client's connect timeout and
+        retries (5 s, 3 attempts), not by ``timeout``: boto3 takes no per-call one."""
+        try:
+            with translated("GetQueueAttributes", self.queue_url):
+                self._client.get_queue_attributes(
+                    QueueUrl=self.queue_url, AttributeNames=["QueueArn"]
+                )
+        except TransportConnectionError as e:
+            cause = e.__cause__ if e.__cause__ is not None else e
+            raise TransportConnectionError(
+                f"cannot connect to {self.describe()} ({cause})"
+            ) from e.__cause__
+
+    def describe(self) -> str:
+        """``SQS queue https://sqs.eu-west-1.amazonaws.com/123456789012/orders``, and
+        the endpoint when requests go elsewhere (``via http://localhost:4566``)."""
+        endpoint = getattr(getattr(self._client, "meta", None), "endpoint_url", None)
+        where = f"SQS queue {redact(self.queue_url)}"
+        queue_host = urlsplit(self.queue_url).netloc
+        if isinstance(endpoint, str) and urlsplit(endpoint).netloc != queue_host:
+            where += f" via {redact(endpoint)}"
+        return where
 
     # -- setup -------------------------------------------------------------------
 

@@ -9,7 +9,7 @@ from collections.abc import Iterator
 import pytest
 from google.cloud import pubsub_v1
 
-from taskorbit.dlq import Selection, for_transport
+from taskorbit.dlq import REDRIVEN_FROM_ATTR, Selection, for_transport
 from taskorbit.message import Message
 from taskorbit.transports.pubsub import PubSubTransport
 from taskorbit.transports.pubsub.dlq import PubSubDeadLetterQueue
@@ -53,7 +53,10 @@ def test_dead_letters_are_listed_and_redriven_to_the_main_topic(transport: PubSu
     moved = dlq.redrive(Selection.of(reason="bad 1"))
     assert [x.message.body for x in moved] == [b"1"]
     [back] = receive(transport, 1)
-    assert (back.topic, back.body, back.attempt, back.attributes) == ("job", b"1", 1, {"k": "v"})
+    assert (back.topic, back.body, back.attempt) == ("job", b"1", 1)
+    # A new message: the id redrive reported, naming the dead letter it came from.
+    assert back.attributes == {"k": "v", REDRIVEN_FROM_ATTR: moved[0].id}
+    assert back.id == moved[0].redriven_as != moved[0].id
     assert [x.reason for x in dlq.list()] == ["bad 2"]
 
 
@@ -81,4 +84,4 @@ def test_a_malformed_dead_letter_is_listed_as_received_and_redriven_readable(
     assert [x.message.body for x in dlq.redrive(Selection.of([letter.id]))] == [b"3"]
     [back] = receive(transport, 1)
     assert (back.topic, back.body, back.attempt, back.malformed) == ("job", b"3", 1, None)
-    assert back.attributes == {"k": "v"}
+    assert back.attributes == {"k": "v", REDRIVEN_FROM_ATTR: letter.id}

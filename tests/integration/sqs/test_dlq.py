@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from taskorbit.dlq import Selection, for_transport
+from taskorbit.dlq import REDRIVEN_FROM_ATTR, Selection, for_transport
 from taskorbit.message import Message
 from taskorbit.transports.sqs import SQSTransport
 from tests.contract import receive_until
@@ -72,7 +72,25 @@ def test_redrive_copies_to_the_main_queue_then_deletes_from_the_dlq(
     assert sorted(x.reason for x in dlq.list()) == ["rejected 1", "rejected 3"]
     [back] = transport.receive(10, 1.0)
     assert (back.topic, back.body, back.attempt) == ("charge", b"2", 1)
-    assert back.attributes == {"customer": "c1"}
+    # A new message: the id redrive reported, naming the dead letter it came from.
+    assert back.attributes == {"customer": "c1", REDRIVEN_FROM_ATTR: moved[0].id}
+    assert back.id == moved[0].redriven_as != moved[0].id
+
+
+def test_a_copy_with_no_room_for_the_link_is_redriven_without_it(
+    transport: SQSTransport,
+) -> None:
+    # Nine attributes of its own and the topic: SQS's ten. The link would be the 11th.
+    own = {f"a{i}": str(i) for i in range(9)}
+    transport.publish([Message("charge", b"9", attributes=own)])
+    [received] = receive_until(transport, 1, timeout=10.0)
+    transport.dead_letter(received, "full")
+    dlq = for_transport(transport)
+    [moved] = dlq.redrive(Selection.of(reason="full"))
+    [back] = transport.receive(10, 1.0)
+    assert back.id == moved.redriven_as
+    assert back.attributes == own
+    assert dlq.list() == []
 
 
 def test_a_dry_run_redrive_moves_nothing(transport: SQSTransport) -> None:

@@ -214,7 +214,10 @@ def test_an_app_that_cannot_be_imported_exits_3(run: Start) -> None:
 def test_an_attribute_that_is_not_an_orbit_exits_3(run: Start) -> None:
     worker = run("worker", "demo_app:block")
     assert worker.finish() == 3
-    assert "is a Event, not a taskorbit.Orbit" in worker.output
+    assert worker.lines == [
+        "taskorbit: `demo_app:block` is a threading.Event, not a taskorbit.Orbit; "
+        "pass the Orbit, e.g. `demo_app:app`"
+    ]
 
 
 def test_handlers_still_running_at_the_shutdown_deadline_exit_4(run: Start) -> None:
@@ -259,24 +262,6 @@ def test_health_file_is_refreshed_while_idle_and_goes_stale_when_handlers_hang(
     idle.signal(signal.SIGTERM)
     assert idle.finish() == 0
     assert not idle_file.exists()  # a stopped worker leaves no "alive" file behind
-
-
-def test_publish_prints_the_message_id(run: Start) -> None:
-    publisher = run("publish", "demo_app:app", "hello", "7", "--attribute", "source=ops")
-    assert publisher.finish() == 0
-    assert re.fullmatch(r"mem-\d+", publisher.output.strip())
-
-
-def test_publish_with_invalid_json_exits_2(run: Start) -> None:
-    publisher = run("publish", "demo_app:app", "hello", "{not json")
-    assert publisher.finish() == 2
-    assert "payload is not valid JSON" in publisher.output
-
-
-def test_redrive_without_a_selection_refuses_and_exits_2(run: Start) -> None:
-    cli = run("dlq", "redrive", "demo_app:app")
-    assert cli.finish() == 2
-    assert "needs ids, --topic, --reason or --all" in cli.output
 
 
 # -- --processes N: the supervisor ----------------------------------------------

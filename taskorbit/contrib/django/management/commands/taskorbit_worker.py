@@ -2,15 +2,13 @@
 
 from __future__ import annotations
 
-import os
 import sys
 from argparse import ArgumentParser
 from typing import Any
 
 from django.core.management.base import BaseCommand
 
-from taskorbit.cli.config import resolve
-from taskorbit.cli.main import add_worker_options
+from taskorbit.cli.main import add_worker_options, reported, worker_settings
 from taskorbit.cli.worker import configure_logging, run_worker
 from taskorbit.contrib.django import app
 
@@ -24,8 +22,10 @@ class Command(BaseCommand):  # type: ignore[misc]
         add_worker_options(parser)
 
     def handle(self, *args: Any, **options: Any) -> None:
-        settings = resolve(options, os.environ)
-        configure_logging(settings.get("log_level", "INFO"))
-        code = run_worker(APP_SPEC, app, settings)
+        def run() -> int:
+            settings = worker_settings(options, configure_logging)
+            return run_worker(APP_SPEC, app, settings)
+
+        code = reported(run)
         if code:
             sys.exit(code)
