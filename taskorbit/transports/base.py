@@ -142,6 +142,13 @@ class Transport(abc.ABC):
         ``redis://:***@cache:6379/0``, an SQS queue URL, a Pub/Sub subscription."""
         return self.name
 
+    def owns(self, message: Message) -> bool:
+        """Whether this worker may still start ``message``. False where the broker
+        has given it to another consumer meanwhile (a Kafka partition revoked in a
+        rebalance); the dispatcher then hands it back unrun (``nack(delay=0)``,
+        attempt unchanged), which such a transport settles without a broker call."""
+        return True
+
     def close(self) -> None:  # noqa: B027
         """Release connections. Called once, after the worker stopped using it."""
 

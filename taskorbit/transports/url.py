@@ -37,6 +37,7 @@ SCHEMES = {
     "http": "sqs",  # an SQS queue URL (its url_target checks the host)
     "https": "sqs",
     "pubsub": "pubsub",
+    "kafka": "kafka",
 }
 
 # The scalar types a query value can be converted to, by annotation name.

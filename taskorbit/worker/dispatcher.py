@@ -55,6 +55,7 @@ class Dispatcher:
         claim_ttl_s: float,
         ordered: bool,
         chunk: int = 64,
+        owns: Callable[[Message], bool] | None = None,
     ) -> None:
         self._ring = ring
         self._concurrency = concurrency
@@ -69,6 +70,9 @@ class Dispatcher:
         self._claim_ttl_s = claim_ttl_s
         self._ordered = ordered
         self._chunk = chunk
+        # Transport.owns: False for a message the broker gave to another consumer
+        # meanwhile (a revoked Kafka partition); it is handed back, not run.
+        self._owns = owns
         self._executor = ThreadPoolExecutor(concurrency, thread_name_prefix="taskorbit-worker")
         # Runners pop from _ready without a lock (deque pops are atomic under the
         # GIL); everything that puts messages in, and the state below, is guarded
@@ -308,6 +312,9 @@ class Dispatcher:
                     if not batch:
                         break
                     self._admit_safely(batch)
+                    continue
+                if self._owns is not None and not self._owns(message):
+                    self._hand_back([message])  # no longer ours: settled unrun
                     continue
                 # run_one settles every message, whatever happens inside it.
                 self._run_one(message, claim)

@@ -112,6 +112,7 @@ class Runtime:
             idempotency_attr=idempotency_attr,
             claim_ttl_s=claim_ttl_s,
             ordered=transport.ordered,
+            owns=transport.owns,
         )
         self.settler = Settler(
             transport,

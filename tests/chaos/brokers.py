@@ -1,4 +1,4 @@
-"""The three durable brokers as the chaos driver sees them.
+"""The durable brokers as the chaos driver sees them.
 
 Each gives the driver the same things: a transport to publish with, the worker
 flags and environment that point ``worker.py`` at the broker, what the broker still
@@ -168,13 +168,18 @@ class PubSubBroker:
         deadline = self.lease_s
         # create=True makes the topics and the subscription; the second transport
         # gives the dead-letter topic a subscription, without which it keeps nothing.
+        # Without message ordering: the chaos messages have no ordering key, and on an
+        # ordering-enabled subscription the emulator treats keyless messages as one
+        # key and redelivers acked ones after a killed worker's deadline passes
+        # (docs/transports/pubsub.md, testing against the emulator).
         self._transport = PubSubTransport(
             self.subscription, self.topic, dlq_topic=self.dlq_topic,
-            ack_deadline_s=deadline, create=True,
+            ack_deadline_s=deadline, create=True, ordered=False,
         )  # fmt: skip
         self._dlq = PubSubTransport(
-            f"{self.subscription}-dlq", self.dlq_topic, ack_deadline_s=10, create=True
-        )
+            f"{self.subscription}-dlq", self.dlq_topic, ack_deadline_s=10, create=True,
+            ordered=False,
+        )  # fmt: skip
 
     def producer(self) -> Transport:
         return self._transport
@@ -203,3 +208,62 @@ class PubSubBroker:
     def close(self) -> None:
         self._transport.close()
         self._dlq.close()
+
+
+class KafkaBroker:
+    """A fresh topic and group on a Kafka cluster (the tests' mock). The backlog is
+    what the group has not committed: per partition of the topic and of the group's
+    retry topics, the end of the log minus the committed offset. ``lease_s`` is the
+    consumer session timeout: how soon a killed member's partitions move on."""
+
+    name = "Kafka"
+
+    def __init__(self, bootstrap: str, workdir: str, *, lease_s: float = 2.0) -> None:
+        from taskorbit.transports.kafka import KafkaTransport
+        from tests.servers.kafka import TEST_CONSUMER_CONFIG
+
+        self.lease_s = lease_s
+        self.bootstrap = bootstrap
+        self.topic = _unique("chaos")
+        self.group = "chaos"
+        self.attempts_dir = f"{workdir}/kafka-attempts-{self.topic}"
+        self._transport = KafkaTransport(
+            bootstrap, topic=self.topic, group=self.group, retry_delays=(0.05, 1.0),
+            attempts_dir=self.attempts_dir, consumer_config=TEST_CONSUMER_CONFIG,
+        )  # fmt: skip
+
+    def producer(self) -> Transport:
+        return self._transport
+
+    def worker_args(self) -> list[str]:
+        return [
+            "--transport", "kafka", "--bootstrap", self.bootstrap, "--topic", self.topic,
+            "--group", self.group, "--attempts-dir", self.attempts_dir,
+        ]  # fmt: skip
+
+    def worker_env(self) -> dict[str, str]:
+        return {}
+
+    def backlog(self) -> int:
+        from confluent_kafka import Consumer, TopicPartition
+
+        probe = Consumer({"bootstrap.servers": self.bootstrap, "group.id": self.group})
+        try:
+            held = 0
+            for topic in self._transport.topics()[:-1]:  # all but the DLQ
+                found = probe.list_topics(topic=topic, timeout=10).topics.get(topic)
+                if found is None or found.error is not None:
+                    continue
+                tps = [TopicPartition(topic, p) for p in found.partitions]
+                for tp in probe.committed(tps, timeout=10):
+                    low, high = probe.get_watermark_offsets(tp, timeout=10)
+                    held += high - (tp.offset if tp.offset >= 0 else low)
+            return held
+        finally:
+            probe.close()
+
+    def leftover(self) -> int:
+        return self.backlog()
+
+    def close(self) -> None:
+        self._transport.close()

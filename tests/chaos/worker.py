@@ -58,7 +58,7 @@ PR_SET_PDEATHSIG = 1
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--redis", required=True, help="where the worker records what it did")
-    parser.add_argument("--transport", choices=("redis", "sqs", "pubsub"), default="redis")
+    parser.add_argument("--transport", choices=("redis", "sqs", "pubsub", "kafka"), default="redis")
     broker = parser.add_argument_group("broker")
     broker.add_argument("--stream", help="Redis Streams: the stream (on --redis)")
     broker.add_argument("--queue-url", help="SQS: the queue")
@@ -67,6 +67,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     broker.add_argument("--subscription", help="Pub/Sub: the subscription")
     broker.add_argument("--topic", help="Pub/Sub: the topic")
     broker.add_argument("--dlq-topic", help="Pub/Sub: the dead-letter topic")
+    broker.add_argument("--bootstrap", help="Kafka: the bootstrap servers (--topic: the topic)")
+    broker.add_argument("--group", default="chaos", help="Kafka: the consumer group")
+    broker.add_argument("--attempts-dir", help="Kafka: where crashed deliveries are counted")
     broker.add_argument(
         "--lease", type=float, default=1.0, help="lease_s / visibility / ack deadline"
     )
@@ -106,11 +109,27 @@ def build_transport(args: argparse.Namespace) -> Transport:
             region_name="us-east-1",
             visibility_timeout=args.lease,
         )
+    if args.transport == "kafka":
+        from taskorbit.transports.kafka import KafkaTransport
+        from tests.servers.kafka import TEST_CONSUMER_CONFIG
+
+        # --lease is the session timeout: how soon a killed member's partitions move.
+        session_ms = int(args.lease * 1000)
+        return KafkaTransport(
+            args.bootstrap,
+            topic=args.topic,
+            group=args.group,
+            attempts_dir=args.attempts_dir,
+            retry_delays=(0.05, 1.0),
+            revoke_timeout_s=5.0,
+            consumer_config={**TEST_CONSUMER_CONFIG, "session.timeout.ms": session_ms},
+        )
     from taskorbit.transports.pubsub import PubSubTransport
 
     return PubSubTransport(
-        args.subscription, args.topic, dlq_topic=args.dlq_topic, ack_deadline_s=args.lease
-    )
+        args.subscription, args.topic, dlq_topic=args.dlq_topic, ack_deadline_s=args.lease,
+        ordered=False,
+    )  # fmt: skip
 
 
 class Recorder(Hooks):
@@ -145,7 +164,7 @@ def main(argv: list[str] | None = None) -> None:
         idempotency_store=store,
         claim_ttl_s=args.claim_ttl,
         duplicate_delay_s=0.3,
-        poll_timeout=0.2 if args.transport == "redis" else 0.5,
+        poll_timeout=0.2 if args.transport in ("redis", "kafka") else 0.5,
         shutdown_timeout=5.0,
         hooks=[Recorder(r, args.name)],
     )

@@ -27,6 +27,7 @@ CLIENT_HOMES = {
     "flask": ("taskorbit.contrib.flask",),
     "prometheus_client": ("taskorbit.observability.prometheus",),
     "opentelemetry": ("taskorbit.observability.otel",),
+    "confluent_kafka": ("taskorbit.transports.kafka",),
 }
 
 
