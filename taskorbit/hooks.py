@@ -29,8 +29,10 @@ ignored; it never fails the message or the worker.
 from __future__ import annotations
 
 import logging
+import os
 import threading
 from collections.abc import Callable, Iterable, Iterator
+from types import TracebackType
 from typing import Any
 
 from taskorbit.errors import ConfigurationError, DecodeError, TransportError
@@ -233,7 +235,7 @@ class LoggingHooks(Hooks):
         )
 
     def on_error(self, message: Message | None, error: BaseException) -> None:
-        exc_info = (type(error), error, error.__traceback__)
+        exc_info = (type(error), error, _from_the_handler(error.__traceback__))
         if message is None or isinstance(error, TransportError):
             # A broker call or a worker thread failed: the component logged it with
             # what it does next; here only for those who want every event.
@@ -353,3 +355,18 @@ def _key(message: Message) -> object:
 def _seconds(value: float) -> str:
     """A delay as the log shows it: 2.0, 0.25, 300.0."""
     return f"{value:.1f}" if value >= 1 or value == 0 else f"{value:.2g}"
+
+
+# The worker's own frame that calls the handler; a traceback shown to the user
+# starts below it, at the handler's code.
+_PIPELINE_FILE = os.path.join("taskorbit", "worker", "pipeline.py")
+
+
+def _from_the_handler(tb: TracebackType | None) -> TracebackType | None:
+    while (
+        tb is not None
+        and tb.tb_next is not None
+        and tb.tb_frame.f_code.co_filename.endswith(_PIPELINE_FILE)
+    ):
+        tb = tb.tb_next
+    return tb

@@ -30,12 +30,18 @@ class Welcome(msgspec.Struct):
 sent: list[str] = []  # what the handler did, for the demo and the test
 
 
-@tasks.task("welcome.send")
+class MailServerDown(ConnectionError):
+    """The mail server refused the connection: worth retrying later."""
+
+
+@tasks.task("welcome.send", max_retries=3, base_delay=1.0)
 def send_welcome(msg: Welcome) -> orbit.Result | None:
     # The Flask app context is pushed around every handler run.
     domain = msg.email.rpartition("@")[2]
     if domain in current_app.config["BLOCKED_DOMAINS"]:
         return orbit.dead_letter(f"domain {domain} is blocked")
+    if current_app.config["MAIL_DOWN"]:
+        raise MailServerDown("mail server refused the connection")
     current_app.logger.info("welcoming %s", msg.email)
     sent.append(f"{current_app.config['SITE_NAME']} welcomes {msg.email}")
     return None
@@ -47,6 +53,7 @@ def create_app() -> Flask:
     app.config["BLOCKED_DOMAINS"] = set(
         filter(None, os.environ.get("BLOCKED_DOMAINS", "").split(","))
     )
+    app.config["MAIL_DOWN"] = os.environ.get("MAIL_DOWN", "") == "1"  # to see a failure
     app.config["TASKORBIT_TRANSPORT"] = os.environ.get("TASKORBIT_TRANSPORT", "memory://")
     app.config["TASKORBIT_CONCURRENCY"] = 4
     tasks.init_app(app)

@@ -81,6 +81,19 @@ def test_flask() -> None:
     assert "worker: Example Shop welcomes ada@example.com" in out
 
 
+def test_the_flask_examples_own_test_passes() -> None:
+    # docs/guide.md, section 7 shows this test; it must keep passing as shown.
+    done = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "test_app.py"],
+        cwd=EXAMPLES / "flask",
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "1 passed" in done.stdout
+
+
 def test_django(tmp_path: Path) -> None:
     out = run_example("django/demo.py", SHOP_DB=str(tmp_path / "shop.sqlite3"))
     assert "POST /orders/ -> 201" in out

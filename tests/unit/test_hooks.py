@@ -356,3 +356,21 @@ def test_an_app_logs_no_message_events_unless_asked(caplog: pytest.LogCaptureFix
     with app:
         assert seen.done.wait(10)
     assert [r for r in caplog.records if r.name == "taskorbit.events"] == []
+
+
+def test_a_logged_traceback_starts_at_the_handler_not_in_the_worker(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    app = orbit.Orbit(hooks=[orbit.LoggingHooks()], ack_interval_s=0.01)
+
+    def broken(n: int) -> None:
+        raise ValueError("boom")
+
+    app.handle("t", broken, max_retries=0)
+    with caplog.at_level(logging.ERROR, logger="taskorbit"), app:
+        app.publish("t", 1)
+        assert app.transport.wait_idle(10)  # type: ignore[attr-defined]
+    [record] = [r for r in caplog.records if r.exc_info]
+    formatted = logging.Formatter().formatException(record.exc_info)  # type: ignore[arg-type]
+    assert "pipeline.py" not in formatted
+    assert 'in broken\n    raise ValueError("boom")' in formatted
