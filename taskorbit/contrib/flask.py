@@ -25,7 +25,6 @@ example ``app = create_app()`` at module level).
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import Any
 
 from taskorbit.extras import needs_extra
@@ -37,7 +36,7 @@ from taskorbit.app import Orbit
 from taskorbit.contrib import configure, prefixed
 from taskorbit.hooks import Hooks
 from taskorbit.message import Message, Result
-from taskorbit.task import Task
+from taskorbit.task import TaskDecorator
 
 CONFIG_PREFIX = "TASKORBIT_"
 
@@ -85,8 +84,11 @@ class TaskOrbit:
         self.flask_app = app
         app.extensions["taskorbit"] = self
 
-    def task(self, topic: str, **options: Any) -> Callable[[Callable[..., Any]], Task[Any]]:
-        return self.orbit.task(topic, **options)
+    def task(self, topic: str, **options: Any) -> TaskDecorator:
+        """:meth:`taskorbit.Orbit.task`: the handler keeps its payload type
+        (``Task[Welcome]``), so mypy checks ``.delay()`` calls."""
+        decorator: TaskDecorator = self.orbit.task(topic, **options)
+        return decorator
 
     def publish(self, topic: str, payload: Any, **options: Any) -> str:
         return self.orbit.publish(topic, payload, **options)

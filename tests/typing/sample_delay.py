@@ -9,8 +9,10 @@ from typing import assert_type
 import msgspec
 
 import taskorbit as orbit
+from taskorbit.contrib.flask import TaskOrbit
 
 app = orbit.Orbit()
+flask_tasks = TaskOrbit()
 
 
 class Welcome(msgspec.Struct):
@@ -34,10 +36,16 @@ def by_hand(msg: Welcome, ctx: orbit.Context) -> None: ...
 
 handled = app.handle("welcome.by_hand", by_hand, idempotency_key=lambda m: m.email)
 
+
+@flask_tasks.task("welcome.flask")
+def in_flask(msg: Welcome) -> None: ...
+
+
 assert_type(send, orbit.Task[Welcome])
 assert_type(send_plain, orbit.Task[Welcome])
 assert_type(bare, orbit.Task[Welcome])
 assert_type(handled, orbit.Task[Welcome])
+assert_type(in_flask, orbit.Task[Welcome])
 
 send.delay(Welcome(email="ada@example.org"), countdown=5)
 send_plain.delay(Welcome(email="ada@example.org"))
